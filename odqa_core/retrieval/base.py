@@ -1,0 +1,69 @@
+"""The retriever contract and the registry by name."""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ..data.types import Corpus, Dataset
+from ..errors import OdqaBenchError
+from .run import Run
+
+__all__ = ["Retriever", "register", "get_retriever", "retriever_names", "retrieve"]
+
+
+class Retriever(Protocol):
+    """Index a corpus once, then search batches of queries for their top-k documents."""
+
+    name: str
+
+    def index(self, corpus: Corpus) -> "Retriever": ...
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, k)`` doc indices (-1 padded) and scores, rows in trec_eval order."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[..., Retriever]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Retriever]], Callable[..., Retriever]]:
+    def deco(factory: Callable[..., Retriever]) -> Callable[..., Retriever]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def retriever_names() -> list[str]:
+    _load_optional()
+    return sorted(_REGISTRY)
+
+
+def get_retriever(name: str, **params: Any) -> Retriever:
+    """Build a retriever by name; unknown names list the known ones."""
+    _load_optional()
+    if name not in _REGISTRY:
+        raise OdqaBenchError(f"unknown retriever {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    try:
+        return _REGISTRY[name](**params)
+    except TypeError as exc:
+        raise OdqaBenchError(f"retriever {name!r}: bad parameters ({exc})") from None
+
+
+def _load_optional() -> None:
+    """Import modules whose retrievers register themselves (dense needs torch/faiss, which
+    stay optional: a missing extra leaves those names out rather than breaking the sparse ones)."""
+    from . import sparse  # noqa: F401
+
+    try:
+        from . import dense  # noqa: F401
+    except ImportError:
+        pass
+
+
+def retrieve(retriever: Retriever, dataset: Dataset, k: int) -> Run:
+    """Search all of ``dataset``'s queries and wrap the hits as a :class:`Run`."""
+    idx, sc = retriever.search(dataset.query_texts, k)
+    return Run(list(dataset.query_ids), np.asarray(dataset.corpus.ids, dtype=object), idx, sc,
+               getattr(retriever, "name", "run"))

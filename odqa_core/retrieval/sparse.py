@@ -1,0 +1,219 @@
+"""Lexical retrievers on scipy sparse matrices: ``bm25`` (vectorised, eager scoring),
+``tfidf`` and the reference peer ``bm25-rank`` (rank_bm25's BM25Okapi, for parity and speed).
+
+BM25 weights every (document, term) pair once at index time; a query batch is then one sparse
+product ``Q @ W.T`` and an exact top-k (bm25s's eager-scoring idea, done as matrix algebra).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.types import Corpus
+from ..errors import OdqaBenchError
+from ..text import get_tokenizer, tokenize_cached
+from .base import register
+from .run import tie_keys, topk
+
+__all__ = ["BM25", "TfIdf", "RankBM25", "build_counts", "BM25_VARIANTS"]
+
+QUERY_CHUNK = 512
+
+
+def build_counts(docs: list[list[str]], vocab: dict[str, int] | None = None) -> tuple[sp.csr_matrix, dict[str, int]]:
+    """Document-term count matrix. With ``vocab`` given, unknown tokens are dropped (queries)."""
+    grow = vocab is None
+    vocab = {} if vocab is None else vocab
+    indptr = np.zeros(len(docs) + 1, dtype=np.int64)
+    cols: list[int] = []
+    for i, toks in enumerate(docs):
+        if grow:
+            cols.extend(vocab.setdefault(t, len(vocab)) for t in toks)
+        else:
+            get = vocab.get
+            cols.extend(c for c in (get(t) for t in toks) if c is not None)
+        indptr[i + 1] = len(cols)
+    ind = np.asarray(cols, dtype=np.int32)
+    m = sp.csr_matrix((np.ones(len(ind), dtype=np.float64), ind, indptr), shape=(len(docs), len(vocab)))
+    m.sum_duplicates()
+    return m, vocab
+
+
+# --- BM25 variants: small pure functions picked by name --------------------------------------
+
+def _idf_lucene(N: int, df: np.ndarray) -> np.ndarray:
+    return np.log1p((N - df + 0.5) / (df + 0.5))
+
+
+def _idf_robertson(N: int, df: np.ndarray, epsilon: float = 0.25) -> np.ndarray:
+    idf = np.log(N - df + 0.5) - np.log(df + 0.5)
+    if len(idf):
+        idf = np.where(idf < 0, epsilon * idf.mean(), idf)
+    return idf
+
+
+def _idf_atire(N: int, df: np.ndarray) -> np.ndarray:
+    return np.log(N / df)
+
+
+# name -> (idf function, whether the tf part carries Robertson's (k1 + 1) factor)
+BM25_VARIANTS: dict[str, tuple[Callable[..., np.ndarray], bool]] = {
+    "lucene": (_idf_lucene, False),
+    "robertson": (_idf_robertson, True),
+    "atire": (_idf_atire, True),
+}
+
+
+def lucene_length(dl: np.ndarray) -> np.ndarray:
+    """Lucene stores document length in one byte (SmallFloat.intToByte4) and decodes it lossily;
+    Anserini's scores use the decoded length. Reproduced here for exact Anserini parity."""
+
+    def long_to_int4(i: int) -> int:
+        nbits = i.bit_length()
+        if nbits < 4:
+            return i
+        shift = nbits - 4
+        return ((i >> shift) & 0x07) | ((shift + 1) << 3)
+
+    def int4_to_long(i: int) -> int:
+        bits, shift = i & 0x07, (i >> 3) - 1
+        return bits if shift < 0 else (bits | 0x08) << shift
+
+    free = 255 - long_to_int4(2**31 - 1)
+    out = np.empty(len(dl), dtype=np.float64)
+    for n, v in enumerate(dl.astype(np.int64)):
+        b = v if v < free else free + long_to_int4(int(v) - free)
+        out[n] = b if b < free else free + int4_to_long(int(b) - free)
+    return out
+
+
+@dataclass
+class _Lexical:
+    tokenizer: str = "regex"
+    name: str = "sparse"
+    _ties: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _vocab: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
+    _wt: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def _doc_tokens(self, corpus: Corpus) -> list[list[str]]:
+        if len(corpus) == 0:
+            raise OdqaBenchError(f"{self.name}: cannot index an empty corpus")
+        return tokenize_cached(get_tokenizer(self.tokenizer), corpus.joined())
+
+    def query_matrix(self, queries: list[str]) -> sp.csr_matrix:
+        q, _ = build_counts(get_tokenizer(self.tokenizer)(list(queries)), self._vocab)
+        return q
+
+    def score_all(self, queries: list[str]) -> np.ndarray:
+        """Dense ``(n_queries, n_docs)`` scores (for parity tests against peers)."""
+        if self._wt is None:
+            raise OdqaBenchError(f"{self.name}: search before index")
+        return (self.query_matrix(queries) @ self._wt).toarray()
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._wt is None:
+            raise OdqaBenchError(f"{self.name}: search before index")
+        q = self.query_matrix(queries)
+        idx = np.full((len(queries), k), -1, dtype=np.int64)
+        sc = np.full((len(queries), k), -np.inf)
+        for s in range(0, len(queries), QUERY_CHUNK):
+            dense = (q[s : s + QUERY_CHUNK] @ self._wt).toarray()
+            idx[s : s + QUERY_CHUNK], sc[s : s + QUERY_CHUNK] = topk(dense, k, self._ties, positive_only=True)
+        return idx, sc
+
+
+@dataclass
+class BM25(_Lexical):
+    """Okapi BM25. ``variant``: lucene (default; Lucene/Anserini idf and tf), robertson
+    (rank_bm25's BM25Okapi, epsilon-floored idf), atire. ``lucene_norms`` reproduces Lucene's
+    one-byte document lengths for exact Anserini parity."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    variant: str = "lucene"
+    lucene_norms: bool = False
+    name: str = "bm25"
+
+    def index(self, corpus: Corpus) -> "BM25":
+        if self.variant not in BM25_VARIANTS:
+            raise OdqaBenchError(f"unknown bm25 variant {self.variant!r}; known: {', '.join(BM25_VARIANTS)}")
+        counts, self._vocab = build_counts(self._doc_tokens(corpus))
+        self._ties = tie_keys(corpus.ids)
+        self._wt = self.weights(counts).T.tocsr()
+        return self
+
+    def weights(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """The BM25 weight of every (document, term) pair present in ``counts``."""
+        idf_fn, robertson_tf = BM25_VARIANTS[self.variant]
+        N = counts.shape[0]
+        dl = np.asarray(counts.sum(axis=1)).ravel()
+        avgdl = dl.mean() if N else 1.0
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+        idf = idf_fn(N, df)
+        if self.lucene_norms:
+            dl = lucene_length(dl)
+        norm = self.k1 * (1.0 - self.b + self.b * dl / avgdl)
+        rows = np.repeat(np.arange(N), np.diff(counts.indptr))
+        tf = counts.data
+        w = tf / (tf + norm[rows])
+        if robertson_tf:
+            w *= self.k1 + 1.0
+        w *= idf[counts.indices]
+        return sp.csr_matrix((w, counts.indices, counts.indptr), shape=counts.shape)
+
+
+@dataclass
+class TfIdf(_Lexical):
+    """Cosine over l2-normalised sublinear tf-idf vectors (scikit-learn's TfidfTransformer)."""
+
+    name: str = "tfidf"
+
+    def index(self, corpus: Corpus) -> "TfIdf":
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        counts, self._vocab = build_counts(self._doc_tokens(corpus))
+        self._tf = TfidfTransformer(sublinear_tf=True, norm="l2").fit(counts)
+        self._ties = tie_keys(corpus.ids)
+        self._wt = self._tf.transform(counts).T.tocsr()
+        return self
+
+    def query_matrix(self, queries: list[str]) -> sp.csr_matrix:
+        return self._tf.transform(super().query_matrix(queries))
+
+
+@dataclass
+class RankBM25:
+    """rank_bm25's BM25Okapi as a peer: the slow reference we measure ``bm25`` against."""
+
+    tokenizer: str = "regex"
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+    name: str = "bm25-rank"
+
+    def index(self, corpus: Corpus) -> "RankBM25":
+        try:
+            from rank_bm25 import BM25Okapi
+        except ImportError:
+            raise OdqaBenchError("retriever 'bm25-rank' needs rank-bm25: pip install rank-bm25") from None
+        if len(corpus) == 0:
+            raise OdqaBenchError(f"{self.name}: cannot index an empty corpus")
+        docs = tokenize_cached(get_tokenizer(self.tokenizer), corpus.joined())
+        self._bm25 = BM25Okapi(docs, k1=self.k1, b=self.b, epsilon=self.epsilon)
+        self._ties = tie_keys(corpus.ids)
+        return self
+
+    def score_all(self, queries: list[str]) -> np.ndarray:
+        toks = get_tokenizer(self.tokenizer)(list(queries))
+        return np.vstack([self._bm25.get_scores(t) for t in toks]) if toks else np.zeros((0, 0))
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        return topk(self.score_all(queries), k, self._ties, positive_only=True)
+
+
+register("bm25")(BM25)
+register("tfidf")(TfIdf)
+register("bm25-rank")(RankBM25)

@@ -1,0 +1,205 @@
+"""The regression gate: compare a run's records with stored baselines.
+
+A metric regresses when its drop exceeds the tolerance AND, where per-query vectors pair up,
+a one-sided paired randomization test says the drop is significant after correcting for every
+comparison in the run (Holm by default, or Benjamini-Hochberg). Cells with folds
+(``fold=N`` in their id) are judged together: their per-query vectors are pooled, since folds
+split the queries, and one fold's noise never decides alone. Improvements never fail.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import GateConfig, Tolerance
+from .stats import adjust, mde, paired_test, seed_for
+from .store import Record, ids_sha256, unpack_vector
+
+__all__ = ["Comparison", "GateResult", "run_gate", "fold_group"]
+
+_FOLD = re.compile(r"fold=\d+")
+
+
+def fold_group(cell: str) -> str:
+    """The id shared by a cell's folds (``.../fold=3/...`` -> ``.../fold=*/...``)."""
+    return _FOLD.sub("fold=*", cell)
+
+
+@dataclass
+class Comparison:
+    """One (suite, cell or fold group, metric) verdict with everything a report shows."""
+
+    suite: str
+    cell: str
+    metric: str
+    kind: str
+    higher_is_better: bool
+    baseline: float | None
+    current: float | None
+    tolerance: Tolerance
+    status: str = "unchanged"   # regressed | improved | unchanged | new | missing | refused
+    delta: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    n: int | None = None
+    mde: float | None = None
+    folds: list[float] = field(default_factory=list)
+    baseline_folds: list[float] = field(default_factory=list)
+    worse: list[tuple[str, float, float]] = field(default_factory=list)
+    better: list[tuple[str, float, float]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def drop(self) -> float:
+        if self.delta is None:
+            return 0.0
+        return -self.delta if self.higher_is_better else self.delta
+
+    def line(self) -> str:
+        p = "n/a" if self.p_value is None else f"{self.p_value:.4g}"
+        pa = "n/a" if self.p_adjusted is None else f"{self.p_adjusted:.4g}"
+        b = "—" if self.baseline is None else f"{self.baseline:.4f}"
+        c = "—" if self.current is None else f"{self.current:.4f}"
+        d = "—" if self.delta is None else f"{self.delta:+.4f}"
+        return (f"{self.suite}::{self.cell} {self.metric}: baseline {b}, current {c}, delta {d}, "
+                f"p {p} (adjusted {pa}), tolerance {self.tolerance}" + (f"; {self.note}" if self.note else ""))
+
+
+@dataclass
+class GateResult:
+    comparisons: list[Comparison]
+    failures: list[str]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def by_status(self, status: str) -> list[Comparison]:
+        return [c for c in self.comparisons if c.status == status]
+
+
+def _pool(entries: list[tuple[str, dict[str, Any] | None, Record | None]]) -> dict[str, Any]:
+    """Pool the fold cells of one group for one metric."""
+    base_vals, cur_vals, base_vecs, cur_vecs, ids, pairable = [], [], [], [], [], True
+    for _cell, b, r in entries:
+        if b is not None:
+            base_vals.append(float(b["value"]))
+        if r is not None:
+            cur_vals.append(float(r.value))
+        if b is None or r is None or r.per_query is None or "per_query" not in b:
+            pairable = False
+            continue
+        bv = unpack_vector(b["per_query"])
+        cv = np.asarray(r.per_query, dtype=np.float64)
+        same_ids = r.query_ids is None or b.get("query_ids_sha256") in (None, ids_sha256(list(r.query_ids)))
+        if len(bv) != len(cv) or not same_ids:
+            pairable = False
+            continue
+        base_vecs.append(bv)
+        cur_vecs.append(cv)
+        ids.extend(r.query_ids or [f"{_cell}#{i}" for i in range(len(cv))])
+    out: dict[str, Any] = {"base_vals": base_vals, "cur_vals": cur_vals, "pairable": pairable and bool(cur_vecs)}
+    if out["pairable"]:
+        out["base_vec"] = np.concatenate(base_vecs)
+        out["cur_vec"] = np.concatenate(cur_vecs)
+        out["ids"] = ids
+    return out
+
+
+def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None], cfg: GateConfig,
+             strict: bool = False, correction: str | None = None) -> GateResult:
+    """Compare ``records`` with ``baselines`` (suite -> baseline object or None)."""
+    correction = correction or cfg.correction
+    warnings: list[str] = []
+    # (suite, group, metric) -> list of (cell, baseline entry, record)
+    groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]] = {}
+    meta: dict[tuple[str, str, str], tuple[str, bool]] = {}
+    sha_mismatch: dict[tuple[str, str], str] = {}
+    seen_cells: set[tuple[str, str]] = set()
+    for r in records:
+        base = baselines.get(r.suite)
+        bcell = (base or {}).get("cells", {}).get(r.cell)
+        seen_cells.add((r.suite, r.cell))
+        if bcell and r.dataset_sha256 and bcell.get("dataset_sha256") and bcell["dataset_sha256"] != r.dataset_sha256:
+            sha_mismatch[(r.suite, r.cell)] = bcell["dataset_sha256"]
+        bm = (bcell or {}).get("metrics", {}).get(r.metric)
+        key = (r.suite, fold_group(r.cell), r.metric)
+        groups.setdefault(key, []).append((r.cell, bm, r))
+        meta[key] = (r.kind, r.higher_is_better)
+    comps: list[Comparison] = []
+    for (suite, group, metric), entries in sorted(groups.items()):
+        kind, hib = meta[(suite, group, metric)]
+        if kind == "info":
+            continue
+        tol = cfg.tolerance(suite, group, metric, kind)
+        pooled = _pool(entries)
+        cur = float(np.mean(pooled["cur_vec"])) if pooled["pairable"] else float(np.mean(pooled["cur_vals"]))
+        comp = Comparison(suite, group, metric, kind, hib, None, cur, tol, folds=pooled["cur_vals"] if len(entries) > 1 else [])
+        mism = [c for c, _b, _r in entries if (suite, c) in sha_mismatch]
+        if mism:
+            comp.status = "refused"
+            comp.note = (f"dataset sha256 differs from the baseline's ({sha_mismatch[(suite, mism[0])][:12]}…): "
+                         "comparison refused; update the baseline if the data change is intended")
+            comps.append(comp)
+            continue
+        if not pooled["base_vals"] or len(pooled["base_vals"]) < len(entries):
+            comp.status = "new"
+            comp.note = "no baseline for this cell"
+            comps.append(comp)
+            continue
+        comp.baseline = float(np.mean(pooled["base_vec"])) if pooled["pairable"] else float(np.mean(pooled["base_vals"]))
+        comp.baseline_folds = pooled["base_vals"] if len(entries) > 1 else []
+        comp.delta = comp.current - comp.baseline  # type: ignore[operator]
+        if pooled["pairable"]:
+            b, c = pooled["base_vec"], pooled["cur_vec"]
+            pr = paired_test(b, c, hib, cfg.permutations, cfg.bootstrap, seed_for(suite, group, metric))
+            comp.p_value, comp.ci, comp.n = pr.p_value, (pr.ci_low, pr.ci_high), pr.n
+            comp.mde = mde(b, cfg.alpha, cfg.power, cfg.mde_rho)
+            d = (c - b) if hib else (b - c)
+            order = np.argsort(d, kind="stable")
+            ids = pooled["ids"]
+            comp.worse = [(ids[i], float(b[i]), float(c[i])) for i in order[:10] if d[i] < 0]
+            comp.better = [(ids[i], float(b[i]), float(c[i])) for i in order[::-1][:10] if d[i] > 0]
+            if tol.allowed(comp.baseline) < comp.mde:
+                warnings.append(f"{suite}::{group} {metric}: tolerance {tol} is below the minimum detectable effect "
+                                f"{comp.mde:.4f} of its {pr.n} queries (alpha {cfg.alpha}, power {cfg.power}); "
+                                "smaller drops cannot be told from noise")
+        elif kind == "quality":
+            comp.note = "per-query vectors do not pair (query set changed?): judged on the mean alone"
+        comps.append(comp)
+    # multiple comparisons across the whole run
+    with_p = [c for c in comps if c.p_value is not None]
+    for c, pa in zip(with_p, adjust([c.p_value for c in with_p], correction)):  # type: ignore[misc]
+        c.p_adjusted = pa
+    failures: list[str] = []
+    told: set[tuple[str, str, str]] = set()
+    for c in comps:
+        if c.status in ("refused", "new"):
+            if strict:
+                failures.append(f"{c.status.upper()} {c.line()}")
+            elif (c.status, c.suite, c.cell) not in told:
+                told.add((c.status, c.suite, c.cell))
+                what = "has no baseline" if c.status == "new" else f"was not compared: {c.note}"
+                warnings.append(f"{c.suite}::{c.cell} {what} (strict mode fails on this)")
+            continue
+        allowed = c.tolerance.allowed(c.baseline or 0.0)
+        if c.drop > allowed + 1e-12:
+            significant = c.p_adjusted is None or c.p_adjusted < cfg.alpha
+            if significant:
+                c.status = "regressed"
+                failures.append(f"REGRESSED {c.line()}")
+            else:
+                c.note = (c.note + "; " if c.note else "") + "drop beyond tolerance but not significant"
+        elif -c.drop > allowed + 1e-12:
+            c.status = "improved"
+    for suite, base in sorted(baselines.items()):
+        for cell in sorted((base or {}).get("cells", {})):
+            if (suite, cell) not in seen_cells and any(s == suite for s, _ in seen_cells):
+                comps.append(Comparison(suite, cell, "*", "quality", True, None, None, Tolerance(), status="missing",
+                                        note="in the baseline but not run"))
+    return GateResult(comps, failures, warnings)

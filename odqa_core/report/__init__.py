@@ -1,0 +1,37 @@
+"""Reports comparing a run with its baseline: markdown, HTML, CSV, JUnit XML and plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..baseline.gate import GateResult
+from ..baseline.store import Record
+from ..io import atomic_write_text
+from .tables import comparison_frame, to_junit, to_markdown
+
+__all__ = ["write_reports", "comparison_frame", "to_markdown", "to_junit"]
+
+
+def write_reports(result: GateResult, out_dir: str | Path, records: list[Record] | None = None) -> list[Path]:
+    """Write ``summary.md``, ``report.html``, ``comparison.csv``, ``junit.xml`` and plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = comparison_frame(result)
+    written = []
+    for name, text in (("summary.md", to_markdown(result)), ("comparison.csv", frame.to_csv(index=False)),
+                       ("junit.xml", to_junit(result))):
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+    try:
+        from .html import to_html
+
+        atomic_write_text(out / "report.html", to_html(result, frame))
+        written.append(out / "report.html")
+    except ImportError:
+        pass
+    try:
+        from .plots import write_plots
+
+        written += write_plots(result, records or [], out)
+    except ImportError:
+        pass
+    return written

@@ -140,7 +140,7 @@ class OdqaSession:
         if self.save_run:
             from .report.runfile import save_run
 
-            save_run(self.save_run, self.records)
+            save_run(self.save_run, self.records, self.failed_tests)
         if self.update:
             self._update(session)
             return

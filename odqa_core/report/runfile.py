@@ -10,11 +10,12 @@ from ..baseline.store import SCHEMA_VERSION, Record, run_metadata, unpack_vector
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json
 
-__all__ = ["save_run", "load_run"]
+__all__ = ["save_run", "load_run", "run_failures", "baseline_as_records"]
 
 
-def save_run(path: str | Path, records: list[Record]) -> None:
+def save_run(path: str | Path, records: list[Record], failed_tests: list[str] | None = None) -> None:
     obj = {"schema_version": SCHEMA_VERSION, "kind": "odqa-run", **run_metadata(),
+           "failed_tests": sorted(failed_tests or []),
            "records": [r.to_json() for r in sorted(records, key=lambda r: (r.suite, r.cell, r.metric))]}
     atomic_write_json(path, obj)
 
@@ -33,6 +34,12 @@ def load_run(path: str | Path) -> list[Record]:
         return [Record.from_json(r) for r in obj["records"]]
     except (KeyError, TypeError) as exc:
         raise OdqaBenchError(f"{path}: malformed run record ({exc})") from None
+
+
+def run_failures(path: str | Path) -> list[str]:
+    """Tests that failed in the saved run (an update from such a run is refused)."""
+    obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    return list(obj.get("failed_tests", []))
 
 
 def baseline_as_records(obj: dict[str, Any], suite: str) -> list[Record]:

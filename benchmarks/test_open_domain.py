@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import cached_dataset, cached_run
+from odqa_core.bench import cached_dataset, cached_run
 from odqa_core.metrics import answer_hits, evaluate
 
 KS = (1, 5, 10, 20, 30)

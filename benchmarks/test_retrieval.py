@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import cached_dataset, cached_run
+from odqa_core.bench import cached_dataset, cached_run
 from odqa_core.metrics import answer_hits, evaluate, rag_precision_at_k
 
 KS = (5, 10, 20, 30)

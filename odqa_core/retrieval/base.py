@@ -54,7 +54,7 @@ def get_retriever(name: str, **params: Any) -> Retriever:
 def _load_optional() -> None:
     """Import modules whose retrievers register themselves (dense needs torch/faiss, which
     stay optional: a missing extra leaves those names out rather than breaking the sparse ones)."""
-    from . import sparse  # noqa: F401
+    from . import ray_shards, sparse  # noqa: F401  (ray itself is imported only when used)
 
     try:
         from . import dense  # noqa: F401

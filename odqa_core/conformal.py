@@ -1,0 +1,306 @@
+"""Split conformal prediction over a retrieval run: how many passages (or which score
+threshold) keep the gold passage, and then a correct answer, with probability >= 1 - alpha.
+
+Calibration questions give nonconformity scores (the gold passage's rank, or its retrieval
+score); the finite-sample quantile ``ceil((n + 1)(1 - alpha))``-th smallest score sets k. The
+guarantee is marginal (in expectation over exchangeable calibration and test questions), and
+conservative when scores tie, as ranks do. Answer sets follow TRAQ: retrieval at ``alpha_ret``,
+reader at ``alpha_read``, with ``alpha_ret + alpha_read = alpha`` by the union bound.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import OdqaBenchError
+from .metrics.qa import best_over_golds
+from .retrieval.run import Run
+
+__all__ = [
+    "AnswerCalibration", "AnswerResult", "Candidates", "ConformalResult", "answer_coverage", "answer_sets",
+    "calibrate_answers", "calibrate_k", "calibrate_threshold", "coverage", "coverage_slack",
+    "evaluate_conformal", "gold_answer_scores", "gold_ranks", "gold_scores", "quantile_index", "set_sizes",
+]
+
+# candidates[i][r] = the reader's (answer text, reader score) pairs from run row i, rank r
+Candidates = Sequence[Sequence[Sequence[tuple[str, float]]]]
+
+
+def _check_alpha(alpha: float, what: str = "alpha") -> None:
+    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
+        raise OdqaBenchError(f"{what} must be in (0, 1), got {alpha!r}")
+
+
+def quantile_index(n: int, alpha: float) -> int:
+    """The 1-based order statistic ``ceil((n + 1)(1 - alpha))`` of split conformal (may exceed
+    ``n``: then no finite quantile exists). A 1e-9 guard keeps exact products like 20 * 0.95
+    from rounding up."""
+    _check_alpha(alpha)
+    return max(1, math.ceil((n + 1) * (1.0 - alpha) - 1e-9))
+
+
+def _row_of(run: Run) -> dict[str, int]:
+    return {q: i for i, q in enumerate(run.query_ids)}
+
+
+def _select(run: Run, query_ids: Sequence[str] | None) -> list[int]:
+    pos = _row_of(run)
+    if query_ids is None:
+        return list(range(len(run.query_ids)))
+    missing = [q for q in query_ids if q not in pos]
+    if missing:
+        raise OdqaBenchError(f"query {missing[0]!r} is not in run {run.name!r} ({len(missing)} missing)")
+    return [pos[q] for q in query_ids]
+
+
+def _gold_mask(run: Run, qrels: dict[str, dict[str, int]], rows: list[int]) -> np.ndarray:
+    """``(len(rows), K)`` booleans: the rank-r document of that row is relevant (grade > 0)."""
+    mask = np.zeros((len(rows), run.k), dtype=bool)
+    for n, i in enumerate(rows):
+        q = run.query_ids[i]
+        gold = {d for d, g in qrels.get(q, {}).items() if g > 0}
+        if not gold:
+            raise OdqaBenchError(f"query {q!r} has no relevant document in the qrels; conformal calibration needs one")
+        for r, j in enumerate(run.indices[i]):
+            if j >= 0 and run.doc_ids[j] in gold:
+                mask[n, r] = True
+    return mask
+
+
+def gold_ranks(run: Run, qrels: dict[str, dict[str, int]], query_ids: Sequence[str] | None = None) -> np.ndarray:
+    """Per query, the 1-based rank of its best-ranked relevant passage; ``inf`` when none is
+    within the run's depth. This is the rank nonconformity score."""
+    mask = _gold_mask(run, qrels, _select(run, query_ids))
+    first = np.argmax(mask, axis=1).astype(np.float64) + 1.0
+    first[~mask.any(axis=1)] = np.inf
+    return first
+
+
+def gold_scores(run: Run, qrels: dict[str, dict[str, int]], query_ids: Sequence[str] | None = None) -> np.ndarray:
+    """Per query, the retrieval score of its best-ranked relevant passage; ``-inf`` when none
+    is within the run's depth (higher is better: the score-threshold variant)."""
+    rows = _select(run, query_ids)
+    mask = _gold_mask(run, qrels, rows)
+    sc = np.where(mask, run.scores[rows], -np.inf)
+    return sc.max(axis=1) if sc.shape[1] else np.full(len(rows), -np.inf)
+
+
+def calibrate_k(cal_ranks: np.ndarray, alpha: float) -> int | None:
+    """Smallest k with P(gold in top-k) >= 1 - alpha: the ``ceil((n + 1)(1 - alpha))``-th smallest
+    calibration rank. None when that index exceeds n (too few calibration questions for this
+    alpha) or lands on an unretrieved gold (run too shallow); the caller then has no finite k
+    and must fall back to the whole ranking, which carries no guarantee."""
+    ranks = np.sort(np.asarray(cal_ranks, dtype=np.float64))
+    n = len(ranks)
+    m = quantile_index(n, alpha)
+    if m > n or not np.isfinite(ranks[m - 1]):
+        return None
+    return int(ranks[m - 1])
+
+
+def calibrate_threshold(cal_gold_scores: np.ndarray, alpha: float) -> float:
+    """Score threshold t with P(gold score >= t) >= 1 - alpha: the ``ceil((n + 1)(1 - alpha))``-th
+    largest calibration gold score. ``-inf`` (keep every retrieved passage, no guarantee beyond
+    the run's depth) when the index exceeds n or lands on an unretrieved gold."""
+    s = np.sort(np.asarray(cal_gold_scores, dtype=np.float64))
+    n = len(s)
+    m = quantile_index(n, alpha)
+    if m > n:
+        return float("-inf")
+    return float(s[n - m])
+
+
+def coverage(test_ranks: np.ndarray, k: int | None) -> float:
+    """Fraction of test questions whose gold rank is <= k (k None: anywhere in the run)."""
+    r = np.asarray(test_ranks, dtype=np.float64)
+    if len(r) == 0:
+        raise OdqaBenchError("coverage: no test questions")
+    return float(np.mean(np.isfinite(r) if k is None else r <= k))
+
+
+def set_sizes(scores: np.ndarray, k: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Per query, how many retrieved passages the prediction set holds: the non-padded ones
+    among the top k, or those scoring >= ``threshold`` (neither: the whole run row)."""
+    sc = np.asarray(scores, dtype=np.float64)
+    valid = sc > -np.inf
+    if k is not None:
+        valid = valid[:, :k]
+        sc = sc[:, :k]
+    if threshold is not None:
+        valid = valid & (sc >= threshold)
+    return valid.sum(axis=1)
+
+
+def coverage_slack(alpha: float, n_cal: int, n_test: int, z: float = 3.0) -> float:
+    """``z`` standard errors of the measured coverage: the calibration draw (coverage given the
+    calibration set is Beta with variance ~ alpha(1-alpha)/(n_cal+2)) plus the binomial test draw."""
+    _check_alpha(alpha)
+    var = alpha * (1 - alpha) / (n_cal + 2) + alpha * (1 - alpha) / max(n_test, 1)
+    return z * math.sqrt(var)
+
+
+@dataclass(frozen=True)
+class ConformalResult:
+    """One alpha on one cal/test split. ``k`` is None when no finite k exists (then coverage
+    and set size are those of the whole run); ``threshold`` is set for the score variant."""
+
+    alpha: float
+    k: int | None
+    coverage: float
+    mean_set_size: float
+    n_cal: int
+    n_test: int
+    threshold: float | None = None
+
+
+def evaluate_conformal(
+    run: Run,
+    qrels: dict[str, dict[str, int]],
+    cal_qids: Sequence[str],
+    test_qids: Sequence[str],
+    alphas: Sequence[float],
+    method: str = "rank",
+) -> list[ConformalResult]:
+    """Calibrate on ``cal_qids``, measure coverage and mean set size on ``test_qids`` for each
+    alpha. ``method``: ``rank`` (top-k) or ``score`` (retrieval-score threshold)."""
+    if method not in ("rank", "score"):
+        raise OdqaBenchError(f"conformal method {method!r}; known: rank, score")
+    overlap = set(cal_qids) & set(test_qids)
+    if overlap:
+        raise OdqaBenchError(f"query {sorted(overlap)[0]!r} is in both the calibration and the test split")
+    if not len(cal_qids) or not len(test_qids):
+        raise OdqaBenchError("conformal evaluation needs calibration and test questions")
+    test_rows = _select(run, test_qids)
+    out = []
+    if method == "rank":
+        cal, test = gold_ranks(run, qrels, cal_qids), gold_ranks(run, qrels, test_qids)
+        for a in alphas:
+            k = calibrate_k(cal, a)
+            size = set_sizes(run.scores[test_rows], k=k)
+            out.append(ConformalResult(float(a), k, coverage(test, k), float(size.mean()), len(cal), len(test)))
+    else:
+        cal, test = gold_scores(run, qrels, cal_qids), gold_scores(run, qrels, test_qids)
+        for a in alphas:
+            t = calibrate_threshold(cal, a)
+            size = set_sizes(run.scores[test_rows], threshold=t)
+            cov = float(np.mean((test >= t) & np.isfinite(test)))
+            out.append(ConformalResult(float(a), None, cov, float(size.mean()), len(cal), len(test), t))
+    return out
+
+
+# --- answer sets (TRAQ): retrieval top-k at alpha_ret, reader threshold at alpha_read ---------
+
+@dataclass(frozen=True)
+class AnswerCalibration:
+    """Calibrated answer-set rule: keep answers scoring >= ``threshold`` from the top ``k``
+    passages. ``k`` None or ``threshold`` -inf means that stage could not be calibrated."""
+
+    alpha_ret: float
+    alpha_read: float
+    k: int | None
+    threshold: float
+    n_cal: int
+    n_read_cal: int
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """Answer-set coverage (some answer in the set is an exact match) and mean set size."""
+
+    coverage: float
+    mean_set_size: float
+    n_test: int
+
+
+def _check_candidates(run: Run, candidates: Candidates) -> None:
+    if len(candidates) != len(run.query_ids):
+        raise OdqaBenchError(f"candidates: {len(candidates)} rows for {len(run.query_ids)} run queries")
+
+
+def gold_answer_scores(
+    run: Run,
+    qrels: dict[str, dict[str, int]],
+    candidates: Candidates,
+    answers: dict[str, list[str]],
+    query_ids: Sequence[str],
+    k: int | None = None,
+    lang: str = "en",
+) -> np.ndarray:
+    """Per query, the best reader score of an exactly-matching candidate drawn from a relevant
+    passage within the top k (the reader's nonconformity score); ``-inf`` when there is none."""
+    _check_candidates(run, candidates)
+    rows = _select(run, query_ids)
+    mask = _gold_mask(run, qrels, rows)
+    depth = run.k if k is None else min(k, run.k)
+    out = np.full(len(rows), -np.inf)
+    for n, i in enumerate(rows):
+        golds = answers.get(run.query_ids[i], [])
+        for r in np.flatnonzero(mask[n, :depth]):
+            for text, score in candidates[i][r] if r < len(candidates[i]) else ():
+                if score > out[n] and best_over_golds(text, golds, lang)[0] == 1.0:
+                    out[n] = float(score)
+    return out
+
+
+def calibrate_answers(
+    run: Run,
+    qrels: dict[str, dict[str, int]],
+    candidates: Candidates,
+    answers: dict[str, list[str]],
+    cal_qids: Sequence[str],
+    alpha: float,
+    alpha_ret: float,
+    lang: str = "en",
+) -> AnswerCalibration:
+    """k at ``alpha_ret`` on all calibration questions, then the reader threshold at
+    ``alpha - alpha_ret`` on those whose gold passage is within that k."""
+    _check_alpha(alpha)
+    _check_alpha(alpha_ret, "alpha_ret")
+    if alpha_ret >= alpha:
+        raise OdqaBenchError(f"alpha_ret {alpha_ret} must be below alpha {alpha} (alpha_read = alpha - alpha_ret)")
+    alpha_read = alpha - alpha_ret
+    ranks = gold_ranks(run, qrels, cal_qids)
+    k = calibrate_k(ranks, alpha_ret)
+    inside = [q for q, r in zip(cal_qids, ranks) if k is not None and r <= k]
+    scores = gold_answer_scores(run, qrels, candidates, answers, inside, k, lang)
+    thr = calibrate_threshold(scores, alpha_read) if inside else float("-inf")
+    return AnswerCalibration(float(alpha_ret), float(alpha_read), k, thr, len(cal_qids), len(inside))
+
+
+def answer_sets(run: Run, candidates: Candidates, k: int | None, threshold: float,
+                query_ids: Sequence[str]) -> list[list[str]]:
+    """Per query, the distinct candidate answers scoring >= ``threshold`` from its top k
+    passages (k None: the whole run), best score first."""
+    _check_candidates(run, candidates)
+    out = []
+    for i in _select(run, query_ids):
+        depth = run.k if k is None else min(k, run.k)
+        best: dict[str, float] = {}
+        for r in range(min(depth, len(candidates[i]))):
+            if run.indices[i, r] < 0:
+                continue
+            for text, score in candidates[i][r]:
+                if score >= threshold and score > best.get(text, -np.inf):
+                    best[text] = float(score)
+        out.append(sorted(best, key=lambda t: (-best[t], t)))
+    return out
+
+
+def answer_coverage(
+    run: Run,
+    candidates: Candidates,
+    answers: dict[str, list[str]],
+    calibration: AnswerCalibration,
+    test_qids: Sequence[str],
+    lang: str = "en",
+) -> AnswerResult:
+    """Coverage of the calibrated answer sets on ``test_qids``: the fraction whose set holds an
+    answer with exact match 1 against a gold answer; plus the mean number of answers."""
+    if not len(test_qids):
+        raise OdqaBenchError("answer coverage: no test questions")
+    sets = answer_sets(run, candidates, calibration.k, calibration.threshold, test_qids)
+    hit = [any(best_over_golds(a, answers.get(q, []), lang)[0] == 1.0 for a in s) for q, s in zip(test_qids, sets)]
+    return AnswerResult(float(np.mean(hit)), float(np.mean([len(s) for s in sets])), len(test_qids))

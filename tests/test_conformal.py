@@ -1,0 +1,261 @@
+"""Split-conformal top-k and answer sets: quantile index by hand, coverage on exchangeable
+synthetic scores (hypothesis), monotonicity in alpha, and the run/qrels plumbing."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from odqa_core.conformal import (
+    answer_coverage,
+    answer_sets,
+    calibrate_answers,
+    calibrate_k,
+    calibrate_threshold,
+    coverage,
+    evaluate_conformal,
+    gold_answer_scores,
+    gold_ranks,
+    gold_scores,
+    quantile_index,
+    set_sizes,
+)
+from odqa_core.errors import OdqaBenchError
+from odqa_core.retrieval.run import Run
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+# --- quantile index and calibration by hand ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    "n, alpha, m",
+    [(9, 0.1, 9), (19, 0.05, 19), (4, 0.1, 5), (10, 0.2, 9), (5, 0.5, 3), (99, 0.1, 90), (1, 0.5, 1), (0, 0.3, 1)],
+)
+def test_quantile_index_by_hand(n: int, alpha: float, m: int) -> None:
+    assert quantile_index(n, alpha) == m
+
+
+def test_calibrate_k_by_hand() -> None:
+    ranks = np.array([5, 1, 3, 2, 8, 7, 4, 10, 6, 9], dtype=float)
+    assert calibrate_k(ranks, 0.2) == 9  # ceil(11 * 0.8) = 9th smallest
+    assert calibrate_k(ranks, 0.5) == 6  # ceil(5.5) = 6th smallest
+    assert calibrate_k(ranks, 0.05) is None  # ceil(10.45) = 11 > 10
+    assert calibrate_k(np.array([10, 20, 30, 40, 50.0]), 0.5) == 30
+    assert calibrate_k(np.arange(1, 20, dtype=float), 0.05) == 19  # 20 * 0.95 is exactly 19
+
+
+def test_calibrate_k_unretrieved_gold_gives_none() -> None:
+    ranks = np.array([1, 2, np.inf, np.inf, 3, 1, 1, 2, 1, np.inf])
+    assert calibrate_k(ranks, 0.2) is None  # 9th smallest is inf: the run is too shallow
+    assert calibrate_k(ranks, 0.5) == 2  # 6th smallest
+
+
+def test_calibrate_threshold_by_hand() -> None:
+    s = np.array([0.3, 0.1, 0.5, 0.2, 0.4])
+    assert calibrate_threshold(s, 0.5) == 0.3  # 3rd largest
+    assert calibrate_threshold(s, 0.34) == 0.2  # ceil(6 * 0.66) = 4th largest
+    assert calibrate_threshold(s, 0.1) == -math.inf  # ceil(5.4) = 6 > 5
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])
+def test_bad_alpha_is_a_user_error(alpha: float) -> None:
+    with pytest.raises(OdqaBenchError, match="alpha"):
+        calibrate_k(np.array([1.0, 2.0]), alpha)
+
+
+def test_coverage_and_set_sizes() -> None:
+    assert coverage(np.array([1, 2, 3, np.inf]), 2) == 0.5
+    assert coverage(np.array([1, 2, 3, np.inf]), None) == 0.75
+    sc = np.array([[3.0, 2.0, 1.0], [5.0, -np.inf, -np.inf]])
+    assert set_sizes(sc, k=2).tolist() == [2, 1]
+    assert set_sizes(sc, threshold=2.0).tolist() == [2, 1]
+    assert set_sizes(sc).tolist() == [3, 1]
+    with pytest.raises(OdqaBenchError):
+        coverage(np.array([]), 3)
+
+
+# --- properties on exchangeable synthetic scores ---------------------------------------------
+
+def _mean_rank_coverage(rng: np.random.Generator, n: int, alpha: float, reps: int, n_test: int) -> float:
+    covs = []
+    for _ in range(reps):
+        ranks = rng.geometric(0.15, size=n + n_test).astype(float)  # iid, heavily tied
+        k = calibrate_k(ranks[:n], alpha)
+        covs.append(coverage(ranks[n:], k))
+    return float(np.mean(covs))
+
+
+@FAST
+@given(n=st.integers(10, 150), alpha=st.floats(0.03, 0.4), seed=st.integers(0, 2**31 - 1))
+def test_rank_coverage_holds_in_expectation(n: int, alpha: float, seed: int) -> None:
+    assume(quantile_index(n, alpha) <= n)
+    reps, n_test = 300, 100
+    cov = _mean_rank_coverage(np.random.default_rng(seed), n, alpha, reps, n_test)
+    sd = math.sqrt(alpha * (1 - alpha) * (1 / (n + 2) + 1 / n_test) / reps)
+    assert cov >= 1 - alpha - 4 * sd
+
+
+@FAST
+@given(n=st.integers(10, 150), alpha=st.floats(0.03, 0.4), seed=st.integers(0, 2**31 - 1))
+def test_threshold_coverage_is_tight_for_continuous_scores(n: int, alpha: float, seed: int) -> None:
+    assume(quantile_index(n, alpha) <= n)
+    rng = np.random.default_rng(seed)
+    reps, n_test = 300, 100
+    covs = []
+    for _ in range(reps):
+        s = rng.normal(size=n + n_test)
+        t = calibrate_threshold(s[:n], alpha)
+        covs.append(np.mean(s[n:] >= t))
+    sd = math.sqrt(alpha * (1 - alpha) * (1 / (n + 2) + 1 / n_test) / reps)
+    cov = float(np.mean(covs))
+    assert 1 - alpha - 4 * sd <= cov <= 1 - alpha + 1 / (n + 1) + 4 * sd
+
+
+def test_naive_quantile_would_undercover() -> None:
+    """The (n + 1) correction matters: the plain empirical quantile misses 1 - alpha at small n,
+    and the coverage check above is sharp enough to see it."""
+    rng = np.random.default_rng(0)
+    n, alpha, reps, n_test = 10, 0.1, 400, 200
+    naive = []
+    for _ in range(reps):
+        s = rng.normal(size=n + n_test)
+        t = np.sort(s[:n])[n - math.ceil(n * (1 - alpha))]
+        naive.append(np.mean(s[n:] >= t))
+    sd = math.sqrt(alpha * (1 - alpha) * (1 / (n + 2) + 1 / n_test) / reps)
+    assert float(np.mean(naive)) < 1 - alpha - 4 * sd
+    assert _mean_rank_coverage(rng, n, alpha, reps, n_test) >= 1 - alpha - 4 * sd
+
+
+_ranks = st.lists(st.one_of(st.integers(1, 50).map(float), st.just(math.inf)), min_size=1, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ranks=_ranks, alphas=st.lists(st.floats(0.001, 0.999), min_size=2, max_size=8))
+def test_k_is_monotone_in_alpha_and_within_range(ranks: list[float], alphas: list[float]) -> None:
+    r = np.array(ranks)
+    ks = [calibrate_k(r, a) for a in sorted(alphas)]
+    as_num = [math.inf if k is None else k for k in ks]
+    assert all(a >= b for a, b in zip(as_num, as_num[1:]))
+    finite = r[np.isfinite(r)]
+    for k in ks:
+        if k is not None:
+            assert 1 <= k <= finite.max()
+            assert k in finite
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores=st.lists(st.floats(-10, 10), min_size=1, max_size=60), alpha=st.floats(0.001, 0.999))
+def test_threshold_is_a_calibration_score_or_minus_inf(scores: list[float], alpha: float) -> None:
+    t = calibrate_threshold(np.array(scores), alpha)
+    assert t == -math.inf or t in scores
+    m = quantile_index(len(scores), alpha)
+    if m <= len(scores):
+        assert sum(s >= t for s in scores) >= m
+
+
+# --- run and qrels plumbing --------------------------------------------------------------------
+
+def _run() -> tuple[Run, dict[str, dict[str, int]]]:
+    doc_ids = np.array(["d0", "d1", "d2", "d3", "d4"], dtype=object)
+    idx = np.array([[2, 0, 1], [4, 3, -1], [1, 2, 3], [0, 1, 2]])
+    sc = np.array([[3.0, 2.0, 1.0], [5.0, 4.0, -np.inf], [9.0, 8.0, 7.0], [1.0, 0.5, 0.2]])
+    qrels = {"a": {"d0": 1, "d1": 2}, "b": {"d1": 1}, "c": {"d3": 1, "d0": 0}, "d": {"d0": 1}}
+    return Run(["a", "b", "c", "d"], doc_ids, idx, sc, "toy"), qrels
+
+
+def test_gold_ranks_and_scores() -> None:
+    run, qrels = _run()
+    assert gold_ranks(run, qrels).tolist() == [2.0, math.inf, 3.0, 1.0]
+    assert gold_ranks(run, qrels, ["d", "a"]).tolist() == [1.0, 2.0]
+    assert gold_scores(run, qrels).tolist() == [2.0, -math.inf, 7.0, 1.0]
+
+
+def test_gold_ranks_user_errors() -> None:
+    run, qrels = _run()
+    with pytest.raises(OdqaBenchError, match="'zz'"):
+        gold_ranks(run, qrels, ["zz"])
+    with pytest.raises(OdqaBenchError, match="no relevant document"):
+        gold_ranks(run, {"a": {"d0": 0}}, ["a"])
+
+
+def test_evaluate_conformal_matches_direct_computation() -> None:
+    run, qrels = _run()
+    res = evaluate_conformal(run, qrels, ["a", "c", "d"], ["b"], [0.5, 0.3])
+    assert [r.k for r in res] == [2, 3]  # ceil(4 * 0.5) = 2nd of [1, 2, 3]; ceil(2.8) = 3rd
+    assert [r.coverage for r in res] == [0.0, 0.0]
+    assert [r.mean_set_size for r in res] == [2.0, 2.0]  # b's row holds only two passages
+    assert (res[0].n_cal, res[0].n_test) == (3, 1)
+    res = evaluate_conformal(run, qrels, ["b", "c", "d"], ["a"], [0.5], method="score")
+    assert res[0].threshold == 1.0 and res[0].coverage == 1.0 and res[0].mean_set_size == 3.0
+    with pytest.raises(OdqaBenchError, match="both"):
+        evaluate_conformal(run, qrels, ["a"], ["a"], [0.1])
+
+
+# --- answer sets -------------------------------------------------------------------------------
+
+def test_answer_sets_by_hand() -> None:
+    run, qrels = _run()
+    cands = [
+        [[("x", 0.9)], [("Paris", 0.8), ("paris.", 0.1)], [("y", 0.95)]],  # a: gold d0 at rank 2
+        [[("u", 0.5)], [("v", 0.4)], []],  # b: gold not retrieved
+        [[("p", 0.2)], [("q", 0.3)], [("Seoul", 0.7)]],  # c: gold d3 at rank 3
+        [[("the Rome", 0.6)], [("z", 0.99)], [("w", 0.1)]],  # d: gold d0 at rank 1
+    ]
+    answers = {"a": ["Paris"], "b": ["nope"], "c": ["seoul"], "d": ["Rome"]}
+    assert gold_answer_scores(run, qrels, cands, answers, ["a", "c", "d"]).tolist() == [0.8, 0.7, 0.6]
+    assert gold_answer_scores(run, qrels, cands, answers, ["a", "c"], k=2).tolist() == [0.8, -math.inf]
+    cal = calibrate_answers(run, qrels, cands, answers, ["a", "c", "d"], alpha=0.9, alpha_ret=0.5)
+    assert (cal.k, cal.n_read_cal) == (2, 2)  # golds of a and d within the top 2
+    assert cal.threshold == 0.6  # alpha_read 0.4: ceil(3 * 0.6) = 2nd largest of [0.8, 0.6]
+    sets = answer_sets(run, cands, cal.k, cal.threshold, ["a", "d"])
+    assert sets == [["x", "Paris"], ["z", "the Rome"]]
+    res = answer_coverage(run, cands, answers, cal, ["a", "b", "d"])
+    assert res.coverage == pytest.approx(2 / 3) and res.mean_set_size == pytest.approx(4 / 3)
+    with pytest.raises(OdqaBenchError, match="alpha_ret"):
+        calibrate_answers(run, qrels, cands, answers, ["a"], alpha=0.1, alpha_ret=0.2)
+    with pytest.raises(OdqaBenchError, match="candidates"):
+        answer_sets(run, cands[:2], 2, 0.0, ["a"])
+
+
+def _synthetic_qa(rng: np.random.Generator, n: int, depth: int) -> tuple[Run, dict, list, dict]:
+    """Exchangeable questions: gold rank geometric, one reader answer per passage; the gold
+    passage's answer is right 97% of the time and scores higher on average."""
+    qids = [f"q{i}" for i in range(n)]
+    doc_ids = np.array([f"p{j}" for j in range(n * depth)], dtype=object)
+    idx = np.arange(n * depth).reshape(n, depth)
+    sc = -np.sort(rng.random((n, depth)), axis=1) + 1.0
+    gold_rank = rng.geometric(0.35, size=n) - 1
+    qrels, answers, cands = {}, {}, []
+    for i, q in enumerate(qids):
+        answers[q] = [f"ans{i}"]
+        g = gold_rank[i]
+        qrels[q] = {doc_ids[idx[i, g]]: 1} if g < depth else {f"missing{i}": 1}
+        row = []
+        for r in range(depth):
+            if r == g and rng.random() < 0.97:
+                row.append([(f"ans{i}", float(rng.normal(1.0, 1.0)))])
+            else:
+                row.append([(f"wrong{i}-{r}", float(rng.normal(0.0, 1.0)))])
+        cands.append(row)
+    return Run(qids, doc_ids, idx, sc, "synthetic"), qrels, cands, answers
+
+
+def test_answer_coverage_holds_over_random_splits() -> None:
+    rng = np.random.default_rng(7)
+    n, depth, alpha, alpha_ret, reps = 300, 8, 0.2, 0.1, 30
+    run, qrels, cands, answers = _synthetic_qa(rng, n, depth)
+    covs, sizes = [], []
+    for _ in range(reps):
+        perm = rng.permutation(run.query_ids)
+        cal_q, test_q = list(perm[:150]), list(perm[150:])
+        cal = calibrate_answers(run, qrels, cands, answers, cal_q, alpha, alpha_ret)
+        res = answer_coverage(run, cands, answers, cal, test_q)
+        covs.append(res.coverage)
+        sizes.append(res.mean_set_size)
+    # splits share one pool of n questions: the pool's own draw dominates the error
+    assert np.mean(covs) >= 1 - alpha - 3 * math.sqrt(alpha * (1 - alpha) / n)
+    assert np.mean(sizes) < depth  # the reader threshold prunes: not every passage's answer is kept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 from ..errors import OdqaBenchError
@@ -60,8 +61,8 @@ def read_qrels_tsv(path: Path, h: "hashlib._Hash | None" = None) -> dict[str, di
         q, d, s = (p.strip() for p in parts)
         try:
             grade = int(float(s))
-        except ValueError:
-            raise OdqaBenchError(f"{path}:{n}: score {s!r} is not a number") from None
+        except (ValueError, OverflowError):
+            raise OdqaBenchError(f"{path}:{n}: score {s!r} is not a finite number") from None
         qrels.setdefault(q, {})[d] = grade
     return qrels
 
@@ -81,6 +82,9 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None) 
         qtext = {str(r["_id"]): str(r["text"]) for r in query_rows}
     except KeyError as exc:
         raise OdqaBenchError(f"{folder}: a corpus or query line lacks the field {exc}") from None
+    if len(qtext) != len(query_rows):
+        dup = [q for q, c in Counter(str(r["_id"]) for r in query_rows).items() if c > 1]
+        raise OdqaBenchError(f"{folder}/queries.jsonl: duplicate query ids, e.g. {dup[:3]}")
     unknown = [q for q in qrels_all if q not in qtext]
     if unknown:
         raise OdqaBenchError(f"{folder}/qrels/{split}.tsv: qrels name unknown queries, e.g. {unknown[:3]}")

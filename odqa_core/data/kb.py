@@ -31,19 +31,20 @@ def load_kb(path: str | Path, split: int | None = None) -> tuple[Corpus, str]:
         raise OdqaBenchError(f"{path}: file not found") from None
     delim = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
     try:
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8")), delimiter=delim))
+        reader = csv.reader(io.StringIO(raw.decode("utf-8")), delimiter=delim)
+        rows = [(reader.line_num, row) for row in reader]  # line_num: the file line the row ends on
     except (UnicodeDecodeError, csv.Error) as exc:
         raise OdqaBenchError(f"{path}: unreadable {'TSV' if delim == chr(9) else 'CSV'} ({exc})") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["title", "text"]:
+    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["title", "text"]:
         rows = rows[1:]
     ids: list[str] = []
     titles: list[str] = []
     texts: list[str] = []
-    for n, row in enumerate(rows, 1):
+    for n, (line, row) in enumerate(rows, 1):
         if not row or not any(c.strip() for c in row):
             continue
         if len(row) != 2:
-            raise OdqaBenchError(f"{path}:{n}: expected 2 columns (title, text), got {len(row)}")
+            raise OdqaBenchError(f"{path}:{line}: expected 2 columns (title, text), got {len(row)}")
         title, text = row[0].strip(), row[1].strip()
         chunks = split_words(text, split) if split else [text]
         for c, chunk in enumerate(chunks):

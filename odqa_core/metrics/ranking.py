@@ -60,7 +60,7 @@ def judge(run: Run, qrels: dict[str, dict[str, int]], hits: np.ndarray | None = 
                 c_i.append(j)
                 vals.append(v)
     grades = sp.csr_matrix((vals, (r_i, c_i)), shape=(n, max(len(run.doc_ids), 1)), dtype=np.float64)
-    if present.any():
+    if present.any() and K > 0:
         idx = run.indices[rows[present]]
         safe = np.where(idx >= 0, idx, 0)
         sub = np.flatnonzero(present)
@@ -93,6 +93,8 @@ def _recall(j: Judged, k: int) -> np.ndarray:
 
 def _mrr(j: Judged, k: int) -> np.ndarray:
     hit = j.rel[:, :k] > 0
+    if hit.shape[1] == 0:  # a run that returned nothing
+        return np.zeros(len(hit))
     first = hit.argmax(axis=1)
     return np.where(hit.any(axis=1), 1.0 / (first + 1), 0.0)
 

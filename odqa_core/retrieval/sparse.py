@@ -193,6 +193,7 @@ class RankBM25:
     b: float = 0.75
     epsilon: float = 0.25
     name: str = "bm25-rank"
+    _bm25: object = field(default=None, repr=False)
 
     def index(self, corpus: Corpus) -> "RankBM25":
         try:
@@ -207,6 +208,8 @@ class RankBM25:
         return self
 
     def score_all(self, queries: list[str]) -> np.ndarray:
+        if self._bm25 is None:
+            raise OdqaBenchError(f"{self.name}: search before index")
         toks = get_tokenizer(self.tokenizer)(list(queries))
         return np.vstack([self._bm25.get_scores(t) for t in toks]) if toks else np.zeros((0, 0))
 

@@ -80,8 +80,11 @@ class RegexTokenizer:
 # Kiwi part-of-speech tags that carry content (particles, endings, affixes, copulas and
 # punctuation are dropped; foreign words, numbers and hanja are kept).
 _KIWI_DROP_PREFIX = ("J", "E", "XS", "XP", "S")
-_KIWI_KEEP_S = {"SL", "SN", "SH"}
-_KIWI_DROP = {"VCP", "VCN", "VX", "UN"}
+_KIWI_KEEP_S = {"SH"}
+# Latin words and numbers come from the regex, not Kiwi: Kiwi splits some English words that
+# end a sentence ('capital.' -> 'ca' + 'pital.').
+_NON_HANGUL_WORD = re.compile(r"[^\W_\uac00-\ud7a3\u3131-\u318e\u4e00-\u9fff]+(?:[.'’][^\W_\uac00-\ud7a3]+)*")
+_KIWI_DROP = {"VCP", "VCN", "VX", "UN", "SL", "SN"}
 
 
 @dataclass
@@ -100,7 +103,7 @@ class KiwiTokenizer:
             ver = kiwipiepy.__version__
         except Exception:  # pragma: no cover - reported by __call__
             ver = "?"
-        return f"kiwi:{ver}:content-tags:v1"
+        return f"kiwi:{ver}:content-tags:regex-latin:v2"
 
     @staticmethod
     def _keep(tag: str) -> bool:
@@ -119,7 +122,12 @@ class KiwiTokenizer:
             self._kiwi = Kiwi(num_workers=min(4, os.cpu_count() or 1))
         keep = self._keep
         results = self._kiwi.tokenize(list(texts))  # type: ignore[attr-defined]
-        return [[tok.form.lower() for tok in toks if keep(tok.tag)] for toks in results]
+        out = []
+        for text, toks in zip(texts, results):
+            words = [tok.form.lower() for tok in toks if keep(tok.tag)]
+            words.extend(_NON_HANGUL_WORD.findall(text.lower()))
+            out.append(words)
+        return out
 
 
 @dataclass

@@ -21,17 +21,18 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
                        ("junit.xml", to_junit(result))):
         atomic_write_text(out / name, text)
         written.append(out / name)
-    try:
-        from .html import to_html
-
-        atomic_write_text(out / "report.html", to_html(result, frame))
-        written.append(out / "report.html")
-    except ImportError:
-        pass
+    plots: list[Path] = []
     try:
         from .plots import write_plots
 
-        written += write_plots(result, records or [], out)
+        plots = write_plots(result, records or [], out)
     except ImportError:
         pass
-    return written
+    try:
+        from .html import to_html
+
+        atomic_write_text(out / "report.html", to_html(result, frame, plots))
+        written.append(out / "report.html")
+    except ImportError:
+        pass
+    return written + plots

@@ -54,7 +54,7 @@ def _tol(obj: Any, where: str) -> Tolerance:
 class GateConfig:
     alpha: float = 0.05
     power: float = 0.8
-    mde_rho: float = 0.5
+    mde_rho: float = 0.9
     correction: str = "holm"
     permutations: int = 10000
     bootstrap: int = 2000

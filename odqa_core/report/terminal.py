@@ -21,8 +21,9 @@ def summary_lines(sess: Any) -> list[str]:
     for f in res.failures:
         lines.append(f"FAIL {f}")
     for c in res.by_status("regressed"):
-        for qid, b, cur in c.worse[:5]:
-            lines.append(f"    worse: query {qid}: {b:.4g} -> {cur:.4g}")
+        if c.worse:
+            lines.append(f"    worst queries of {c.cell} {c.metric}: "
+                         + ", ".join(f"{qid} ({b:.3g} -> {cur:.3g})" for qid, b, cur in c.worse[:5]))
     improved = res.by_status("improved")
     for c in improved:
         lines.append(f"improved {c.line()}")

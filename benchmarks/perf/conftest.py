@@ -1,0 +1,104 @@
+"""Fixtures shared by the perf suites: SciFact tokenised once for every engine, a whitespace
+tokenizer that feeds those tokens through our retrievers unchanged, and the reports folder.
+
+Speed ratios compare engines, not tokenizers: every engine gets the same token lists, ours as
+space-joined text split back by :class:`PretokenizedTokenizer` (tokens never hold spaces).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from odqa_core.data import load_dataset
+from odqa_core.data.types import Corpus, Dataset
+from odqa_core.errors import OdqaBenchError
+from odqa_core.retrieval import sparse
+from odqa_core.text import TOKENIZERS, get_tokenizer, tokenize_cached
+
+PRETOK = "pretok"
+SCIFACT_TOKENIZER = "regex-stem"
+
+
+@dataclass
+class PretokenizedTokenizer:
+    """Splits space-joined token lists back into the lists: lets a retriever take tokens made
+    elsewhere while its own ``index``/``search`` code runs unchanged."""
+
+    name: str = PRETOK
+
+    @property
+    def fingerprint(self) -> str:
+        return "pretok:whitespace:v1"
+
+    def __call__(self, texts: list[str]) -> list[list[str]]:
+        return [t.split() for t in texts]
+
+
+@contextmanager
+def pretokenized_retrievers() -> Iterator[str]:
+    """Register the ``pretok`` tokenizer and bypass the on-disk token cache inside the sparse
+    retrievers, so index timings measure the engine (no pickle round trip)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(TOKENIZERS, PRETOK, PretokenizedTokenizer)
+        mp.setattr(sparse, "tokenize_cached", lambda tok, texts, corpus_sha=None: tok(texts))
+        yield PRETOK
+
+
+@dataclass(frozen=True)
+class TokenizedSet:
+    """A dataset tokenised once: token lists for the peers, the same tokens as space-joined
+    text (``corpus``, ``queries``) for our retrievers."""
+
+    dataset: Dataset
+    doc_tokens: list[list[str]]
+    query_tokens: list[list[str]]
+    corpus: Corpus
+    queries: list[str]
+
+
+def tokenized_set(ds: Dataset, tokenizer: str) -> TokenizedSet:
+    """Tokenise ``ds`` with ``tokenizer`` (corpus through the token cache). Empty tokens are
+    dropped, since space-joined text cannot carry them and every engine must see the same lists."""
+    tok = get_tokenizer(tokenizer)
+    docs = [[t for t in d if t] for d in tokenize_cached(tok, ds.corpus.joined(), ds.sha256 or None)]
+    queries = [[t for t in q if t] for q in tok(list(ds.query_texts))]
+    texts = [" ".join(d) for d in docs]
+    joined = [" ".join(q) for q in queries]
+    for toks, text in zip(docs + queries, texts + joined):
+        if len(text.split()) != len(toks):
+            raise OdqaBenchError(f"tokenizer {tokenizer!r} made a token holding whitespace in {text[:60]!r}; "
+                                 "cannot pre-tokenise")
+    corpus = Corpus(list(ds.corpus.ids), [""] * len(docs), texts, list(ds.corpus.groups))
+    return TokenizedSet(ds, docs, queries, corpus, joined)
+
+
+@pytest.fixture(scope="session")
+def scifact() -> Dataset:
+    """BEIR SciFact test split; the suite skips when the data folder is absent."""
+    try:
+        return load_dataset("scifact")
+    except OdqaBenchError as exc:
+        pytest.skip(f"SciFact not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def scifact_tokens(scifact: Dataset) -> TokenizedSet:
+    """SciFact tokenised once with the Lucene-English tokenizer, shared by every engine."""
+    return tokenized_set(scifact, SCIFACT_TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def pretok() -> Iterator[str]:
+    """The name of the whitespace tokenizer, registered for the module's tests."""
+    with pretokenized_retrievers() as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def reports_dir(pytestconfig: pytest.Config) -> Path:
+    """``<rootdir>/reports``: where suites write plots."""
+    return Path(str(pytestconfig.rootpath)) / "reports"

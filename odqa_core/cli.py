@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("action", choices=["list", "clear"])
     ca.add_argument("--kind", help="only this kind (tokens, embeddings, models, dpr)")
     ca.set_defaults(func=cmd_cache)
+
+    from .evalrag_cli import add_eval_rag_parser
+
+    add_eval_rag_parser(sub)
     return p
 
 

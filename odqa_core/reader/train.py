@@ -1,0 +1,475 @@
+"""Extractive reader training per fold: (question, gold passage, answer span) examples from the
+fold's training queries plus BM25-retrieved negatives labelled no-answer, a seeded resumable
+step loop, and one cached checkpoint per fold (``cache_dir()/reader/<key>`` with ``DONE``).
+
+Answer positions: ``Dataset.answers`` keeps only answer texts, so the annotated
+``answer_start`` is re-read from the dataset's SQuAD/KorQuAD JSON file when ``dataset.source``
+is one (and checked against the passage); otherwise the first occurrence of the answer text in
+the gold passage (``str.find``) is used. Negatives are the top BM25 passages among the fold's
+training documents that are not gold and contain no answer string; their label is the [CLS]
+position (start = end = 0), which teaches the no-answer score the reader uses to reject passages.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import cache_dir, cache_key
+from ..data.folds import Fold
+from ..data.types import Dataset
+from ..errors import OdqaBenchError
+from ..io import atomic_write_bytes, atomic_write_text
+from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
+
+__all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
+           "make_features", "checkpoint_key", "is_trained", "train_reader", "trained_reader", "read_info", "STATE_FILE"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+DONE_FILE = "DONE"
+_NOT_IN_KEY = {"save_every"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained reader. ``max_steps`` (when set) overrides ``epochs``;
+    ``warmup`` is a fraction of all steps; ``negatives`` BM25 no-answer passages per question."""
+
+    base: str = "e5-small"            # e5-small | minilm | tiny | path:<dir>
+    size: str | None = "L12"
+    max_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    epochs: int = 1
+    max_steps: int | None = None
+    warmup: float = 0.1
+    batch_size: int = 16
+    negatives: int = 1
+    negative_depth: int = 20
+    bm25_tokenizer: str = "kiwi"
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    device: str = "cpu"
+    threads: int | None = None        # CPU threads while training (None: torch's default)
+    save_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "max_query_length", "max_answer_length", "batch_size", "epochs", "save_every",
+                     "negative_depth"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise OdqaBenchError(f"reader {name}={v!r}: must be a positive integer")
+        for name in ("doc_stride", "negatives"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise OdqaBenchError(f"reader {name}={v!r}: must be an integer >= 0")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise OdqaBenchError(f"reader max_steps={self.max_steps!r}: must be a positive integer or None")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise OdqaBenchError(f"reader threads={self.threads!r}: must be a positive integer or None")
+        if not self.lr > 0:
+            raise OdqaBenchError(f"reader lr={self.lr!r}: must be > 0")
+        if not 0.0 <= self.warmup < 1.0:
+            raise OdqaBenchError(f"reader warmup={self.warmup!r}: must be a fraction in [0, 1)")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise OdqaBenchError(f"reader device={self.device!r}: use cpu or cuda[:N]")
+
+    def key_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+
+
+PROFILES: dict[str, TrainConfig] = {
+    # a tiny random BERT, a few steps: proves the path, the cache and determinism in seconds;
+    # one thread, so the weights do not depend on the machine's core count
+    "quick": TrainConfig(base="tiny", size="L2", max_length=128, doc_stride=32, max_query_length=48, lr=1e-3,
+                         weight_decay=0.0, max_steps=24, warmup=0.0, batch_size=8, negatives=1,
+                         bm25_tokenizer="regex", threads=1, save_every=8),
+    # multilingual-e5-small (12 layers), one epoch per fold: hours on a CPU
+    "full": TrainConfig(base="e5-small", size="L12", epochs=1, batch_size=16, lr=3e-5, negatives=1,
+                        bm25_tokenizer="kiwi"),
+}
+
+
+@dataclass(frozen=True)
+class ReaderExample:
+    """One training passage for a question; ``answer_start == -1`` marks a no-answer negative."""
+
+    query_id: str
+    question: str
+    doc_id: str
+    context: str
+    answer_text: str = ""
+    answer_start: int = -1
+
+    @property
+    def is_negative(self) -> bool:
+        return self.answer_start < 0
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One training window with its span label (token positions; 0/0 is [CLS], no answer)."""
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None
+    start: int
+    end: int
+
+
+def _squad_starts(path: Path) -> dict[str, list[tuple[str, int]]]:
+    """qid -> [(answer text, answer_start)] from a SQuAD-format JSON file ({} if unreadable)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        out: dict[str, list[tuple[str, int]]] = {}
+        for article in obj["data"]:
+            for para in article["paragraphs"]:
+                for qa in para.get("qas", []):
+                    out[str(qa["id"])] = [(str(a["text"]), int(a["answer_start"])) for a in qa.get("answers", [])
+                                          if "answer_start" in a]
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def answer_starts(dataset: Dataset) -> dict[str, list[tuple[str, int]]]:
+    """Annotated answer starts where ``dataset.source`` is a SQuAD-format JSON file, else {}."""
+    src = Path(dataset.source) if dataset.source else None
+    if src is None or src.suffix.lower() != ".json" or not src.is_file():
+        return {}
+    return _squad_starts(src)
+
+
+def _locate(context: str, answers: list[str], annotated: list[tuple[str, int]]) -> tuple[str, int] | None:
+    for text, start in annotated:
+        if text and context[start : start + len(text)] == text:
+            return text, start
+    for text in answers:
+        if text:
+            pos = context.find(text)
+            if pos >= 0:
+                return text, pos
+    return None
+
+
+def build_reader_examples(dataset: Dataset, fold: Fold, negatives: int = 1, tokenizer: str = "kiwi",
+                          depth: int = 20) -> list[ReaderExample]:
+    """Positives (each training query's gold passages on the training side, with the answer
+    span) followed, per query, by up to ``negatives`` BM25 no-answer passages; dataset order."""
+    from ..training.negatives import mine_hard_negatives
+
+    c = dataset.corpus
+    pos = {d: i for i, d in enumerate(c.ids)}
+    qpos = {q: i for i, q in enumerate(dataset.query_ids)}
+    train_docs = set(fold.train_doc_ids)
+    starts = answer_starts(dataset)
+    positives: dict[str, list[ReaderExample]] = {}
+    missing = 0
+    for q in fold.train_query_ids:
+        for d, g in sorted(dataset.qrels.get(q, {}).items()):
+            if g <= 0 or d not in train_docs or d not in pos:
+                continue
+            ctx = c.texts[pos[d]]
+            found = _locate(ctx, dataset.answers.get(q, []), starts.get(q, []))
+            if found is None:
+                missing += 1
+                continue
+            positives.setdefault(q, []).append(ReaderExample(q, dataset.query_texts[qpos[q]], d, ctx, found[0], found[1]))
+    if missing:
+        log.info("%s %s: %d gold passages do not contain their answer text; skipped", dataset.name, fold.name, missing)
+    if not positives:
+        raise OdqaBenchError(f"{dataset.name} {fold.name}: no training query has an answer span in a training-side gold passage")
+    queries = list(positives)
+    negs = mine_hard_negatives(dataset, queries, fold.train_doc_ids, negatives, tokenizer, depth) if negatives else {}
+    out: list[ReaderExample] = []
+    for q in queries:
+        out.extend(positives[q])
+        for d in negs.get(q, []):
+            out.append(ReaderExample(q, dataset.query_texts[qpos[q]], d, c.texts[pos[d]]))
+    return out
+
+
+def make_features(tokenizer: Any, examples: list[ReaderExample], max_length: int, doc_stride: int,
+                  max_query_length: int) -> list[Feature]:
+    """Windows of every example, labelled with the answer's token span when the window holds the
+    whole answer and with [CLS] otherwise (negatives, and windows that miss the answer)."""
+    win = encode_windows(tokenizer, [e.question for e in examples], [e.context for e in examples], max_length,
+                         doc_stride, max_query_length)
+    feats = []
+    for w, ids in enumerate(win.input_ids):
+        ex = examples[win.sample[w]]
+        cls = win.cls_index[w]
+        start = end = cls
+        if not ex.is_negative:
+            a0, a1 = ex.answer_start, ex.answer_start + len(ex.answer_text)
+            ctx = [(t, o) for t, o in enumerate(win.offsets[w]) if o is not None]
+            if ctx and ctx[0][1][0] <= a0 and ctx[-1][1][1] >= a1:
+                start = next(t for t, o in ctx if o[1] > a0)
+                end = [t for t, o in ctx if o[0] < a1][-1]
+        types = tuple(win.token_type_ids[w]) if win.token_type_ids is not None else None
+        feats.append(Feature(tuple(ids), types, start, end))
+    return feats
+
+
+def is_trained(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` holds a finished reader checkpoint (its ``DONE`` marker exists)."""
+    return (Path(folder) / DONE_FILE).is_file()
+
+
+def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
+    """Cache key: dataset sha256, fold identity, training settings and the base weights."""
+    from ..training.loop import base_fingerprint
+
+    ids = hashlib.sha256("\n".join(fold.train_query_ids).encode("utf-8")).hexdigest()[:16]
+    return cache_key("reader", dataset.sha256, fold.index, fold.n_folds, fold.seed, ids, config.key_fields(),
+                     base_fingerprint(config.base, config.size, config.seed))
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One trainer per checkpoint across processes (xdist workers wait, then reuse it)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _plan(n_features: int, config: TrainConfig) -> tuple[int, int]:
+    """(batches per epoch, total steps); a short last batch is dropped."""
+    per_epoch = max(1, n_features // config.batch_size)
+    return per_epoch, config.max_steps if config.max_steps is not None else config.epochs * per_epoch
+
+
+def _batch_at(step: int, n: int, per_epoch: int, batch_size: int, seed: int) -> np.ndarray:
+    """Feature indices of ``step``: epoch e walks a permutation seeded by (seed, e), so the
+    order is a pure function of the step and a resumed run replays the same batches."""
+    epoch, p = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[p * batch_size : (p + 1) * batch_size]
+
+
+def _collate(feats: list[Feature], pad: int, device: str) -> dict[str, Any]:
+    import torch
+
+    width = max(len(f.input_ids) for f in feats)
+    ids = torch.full((len(feats), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(feats), width), dtype=torch.long)
+    types = torch.zeros((len(feats), width), dtype=torch.long)
+    for r, f in enumerate(feats):
+        n = len(f.input_ids)
+        ids[r, :n] = torch.tensor(f.input_ids)
+        mask[r, :n] = 1
+        if f.token_type_ids is not None:
+            types[r, :n] = torch.tensor(f.token_type_ids)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device),
+            "start_positions": torch.tensor([f.start for f in feats], device=device),
+            "end_positions": torch.tensor([f.end for f in feats], device=device)}
+
+
+def _save_state(path: Path, key: str, step: int, model: Any, opt: Any, sched: Any, losses: list[float]) -> None:
+    import torch
+
+    state = {"key": key, "step": step, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], "losses": list(losses)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_state(path: Path, key: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[float]] | None:
+    """Restore a saved state; None (start afresh) when missing, corrupt or for other settings."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            log.warning("%s belongs to other settings; starting afresh", path)
+            return None
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"]), [float(x) for x in state["losses"]]
+    except Exception as exc:  # truncated or foreign file: train from the start
+        log.warning("reader training state %s is unusable (%s); starting afresh", path, exc)
+        return None
+
+
+def _lr_at(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        return max(0.0, (total - s) / max(1, total - warm))
+
+    return f
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_loop(model: Any, feats: list[Feature], pad: int, config: TrainConfig, state_path: Path, key: str,
+                stop_after: int | None, progress: bool | None) -> tuple[bool, int, int, list[float]]:
+    """Run or resume optimisation; returns (finished, step, resumed_from, losses)."""
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from tqdm.auto import tqdm
+
+    from ..training.loop import deterministic
+
+    per_epoch, total = _plan(len(feats), config)
+    model.to(config.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = LambdaLR(opt, _lr_at(int(round(config.warmup * total)), total))
+    torch.manual_seed(config.seed)
+    restored = _load_state(state_path, key, model, opt, sched)
+    start, losses = restored if restored else (0, [])
+    if start:
+        log.info("resuming reader training at step %d of %d from %s", start, total, state_path)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=total, initial=start, desc="reader", unit="step", disable=not show, leave=False)
+    model.train()
+    step = start
+    try:
+        with deterministic(), _threads(config.threads):
+            while step < total:
+                if stop_after is not None and step >= stop_after:
+                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    return False, step, start, losses
+                idx = _batch_at(step, len(feats), per_epoch, config.batch_size, config.seed)
+                opt.zero_grad(set_to_none=True)
+                loss = model(**_collate([feats[i] for i in idx], pad, config.device)).loss
+                loss.backward()
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if step % config.save_every == 0 and step < total:
+                    _save_state(state_path, key, step, model, opt, sched, losses)
+    finally:
+        bar.close()
+    model.eval()
+    return True, step, start, losses
+
+
+def _save_final(reader: ExtractiveReader, folder: Path, info: dict[str, Any]) -> None:
+    """Save into a temp folder, move each entry in, then write ``DONE`` last."""
+    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=folder))
+    try:
+        reader.save(tmp, info)
+        for entry in sorted(tmp.iterdir()):
+            dest = folder / entry.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(folder / DONE_FILE, f"{info['key']}\n")
+
+
+def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None,
+                 out_dir: str | os.PathLike[str] | None = None, *, stop_after: int | None = None,
+                 progress: bool | None = None) -> Path:
+    """Train the extractive reader on ``fold``'s training side and return its checkpoint folder.
+
+    ``config`` defaults to ``TrainConfig()`` (the full e5-small profile; ``PROFILES['quick']`` is
+    the seconds-long one). The folder is ``out_dir`` or ``cache_dir()/reader/<key>``; a finished
+    one (``DONE``) is returned as is, an unfinished one resumes from its saved state.
+    ``stop_after`` stops after that many steps with the state saved and no ``DONE`` (calling
+    again resumes)."""
+    from ..encoders.minilm import check_device
+    from ..training.loop import load_base
+
+    config = config or TrainConfig()
+    key = checkpoint_key(dataset, fold, config)
+    folder = Path(out_dir) if out_dir is not None else cache_dir() / "reader" / key
+    if is_trained(folder):
+        log.info("reader %s: using the finished checkpoint %s", fold.name, folder)
+        return folder
+    check_device(config.device)
+    with _locked(folder):
+        if is_trained(folder):
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        base = load_base(config.base, config.size, config.seed)
+        limit = int(getattr(base.model.config, "max_position_embeddings", config.max_length))
+        if config.max_length > limit:
+            raise OdqaBenchError(f"reader max_length={config.max_length} exceeds the {limit} positions of base {config.base!r}")
+        examples = build_reader_examples(dataset, fold, config.negatives, config.bm25_tokenizer, config.negative_depth)
+        feats = make_features(base.tokenizer, examples, config.max_length, config.doc_stride, config.max_query_length)
+        model = build_qa_model(base.model, config.seed)
+        log.info("reader %s: %d examples, %d windows", fold.name, len(examples), len(feats))
+        pad = base.tokenizer.pad_token_id or 0
+        finished, step, resumed, losses = _train_loop(model, feats, pad, config, folder / STATE_FILE, key, stop_after,
+                                                      progress)
+        if not finished:
+            return folder
+        model.to("cpu")
+        reader = ExtractiveReader(model, base.tokenizer, name=f"reader-{config.base}" + (f"-{config.size}" if config.size else ""),
+                                  max_length=config.max_length, doc_stride=config.doc_stride,
+                                  max_query_length=config.max_query_length, max_answer_length=config.max_answer_length)
+        info = {"key": key, "dataset": dataset.name, "dataset_sha256": dataset.sha256, "fold": fold.index,
+                "n_folds": fold.n_folds, "fold_seed": fold.seed, "config": config.key_fields(),
+                "base_fingerprint": base.fingerprint, "examples": len(examples),
+                "negatives": sum(1 for e in examples if e.is_negative), "windows": len(feats), "steps": step,
+                "resumed_from_step": resumed, "losses": [round(x, 6) for x in losses],
+                "seconds_this_run": round(time.perf_counter() - t0, 2)}
+        _save_final(reader, folder, info)
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        return folder
+
+
+def trained_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None, device: str = "cpu",
+                   **overrides: Any) -> ExtractiveReader:
+    """Train (or reuse) the fold's checkpoint and load it as a reader."""
+    folder = train_reader(dataset, fold, config)
+    return load_reader(folder, device=device, **overrides)
+
+
+def read_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training record stored with a checkpoint (settings, losses, examples, steps)."""
+    return json.loads((Path(folder) / READER_INFO).read_text(encoding="utf-8"))

@@ -1,0 +1,215 @@
+"""eval-rag subcommand: precision@k and EM/F1 checked against values worked out by hand from
+eval_rag.py's definitions, re-scoring vs --recalculate, and every one-line error."""
+from __future__ import annotations
+
+import argparse
+import csv
+
+import pytest
+
+from odqa_core.evalrag_cli import add_eval_rag_parser, main
+
+# Each question word occurs in the passages of one title only, so BM25's candidates are plain:
+# "zebra" -> the two Zebra passages, "penguin" -> Penguin only, "tiger" -> Tiger only.
+KB = [
+    ("Zebra", "zebra stripes are black and white"),
+    ("Zebra", "a zebra lives on the plains of africa"),
+    ("Lion", "the lion is a big cat of africa"),
+    ("Penguin", "a penguin is a bird that swims in cold water"),
+    ("Eagle", "an eagle is a bird that flies high"),
+    ("Tiger", "tiger fur is orange with dark stripes"),
+]
+QUESTIONS = ["zebra", "penguin", "tiger"]
+GOLD_TITLES = ["Zebra", "Penguin\tEagle", "Lion"]
+# precision@1: Zebra 1/1, Penguin 1/1, Tiger vs Lion 0/1                    -> 2/3 = 66.67
+# precision@2: {Zebra} 1/2 (two Zebra passages count once), {Penguin} 1/2, 0 -> 1/3 = 33.33
+
+
+@pytest.fixture
+def files(tmp_path):
+    kb = tmp_path / "kb.csv"
+    with open(kb, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["title", "text"])
+        w.writerows(KB)
+    q = tmp_path / "questions.txt"
+    q.write_text("\n".join(QUESTIONS) + "\n", encoding="utf-8")
+    g = tmp_path / "gold_titles.txt"
+    g.write_text("\n".join(GOLD_TITLES) + "\n", encoding="utf-8")
+    return {"kb": str(kb), "q": str(q), "gold": str(g), "pred": str(tmp_path / "pred.txt"), "dir": tmp_path}
+
+
+def retrieval_args(f, *extra):
+    return ["eval-rag", "--eval_mode", "retrieval", "--evaluation_set", f["q"], "--gold_data_path", f["gold"],
+            "--predictions_path", f["pred"], "--knowledge_base", f["kb"], "--tokenizer", "regex", *extra]
+
+
+def run(argv, capsys):
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_retrieval_precision_by_hand(files, capsys):
+    rc, out, _ = run(retrieval_args(files, "--k", "1", "--n_docs", "2"), capsys)
+    assert rc == 0
+    assert "precision@1: 66.67" in out
+    lines = open(files["pred"], encoding="utf-8").read().splitlines()
+    assert lines[0].split("\t") == ["Zebra", "Zebra"]
+    assert lines[1].split("\t") == ["Penguin"]
+    assert lines[2].split("\t") == ["Tiger"]
+    rc, out, _ = run(retrieval_args(files, "--k", "2", "--n_docs", "2"), capsys)
+    assert rc == 0 and "re-scoring" in out and "precision@2: 33.33" in out
+
+
+def test_rescore_vs_recalculate(files, capsys):
+    # a hand-written predictions file: no gold title at rank 1; Eagle and Lion at rank 2
+    with open(files["pred"], "w", encoding="utf-8") as fh:
+        fh.write("Lion\tTiger\nTiger\tEagle\nTiger\tLion\n")
+    # @1: 0, 0, 0 -> 0.00; @2: 0/2, {Eagle} 1/2, {Lion} 1/2 -> 1/3
+    rc, out, _ = run(retrieval_args(files, "--k", "1", "--n_docs", "2"), capsys)
+    assert rc == 0 and "precision@1: 0.00" in out
+    rc, out, _ = run(retrieval_args(files, "--k", "2", "--n_docs", "2"), capsys)
+    assert rc == 0 and "precision@2: 33.33" in out
+    assert open(files["pred"], encoding="utf-8").read().startswith("Lion\tTiger\n")
+    rc, out, _ = run(retrieval_args(files, "--k", "1", "--n_docs", "2", "--recalculate"), capsys)
+    assert rc == 0 and "wrote 3 predictions" in out and "precision@1: 66.67" in out
+    assert open(files["pred"], encoding="utf-8").read().splitlines()[0] == "Zebra\tZebra"
+
+
+def test_k_sweep_table(files, capsys):
+    rc, out, _ = run(retrieval_args(files, "--n_docs", "100", "--k_sweep"), capsys)
+    assert rc == 0
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 4 and cells[1].isdigit():
+            rows[int(cells[1])] = cells[2]
+    # BM25 returns only passages sharing a word: {Zebra}, {Penguin}, {Tiger} -> (1 + 1 + 0) / 3 / k
+    assert list(rows) == [1, 2, 3, 5, 10, 15, 20, 50, 100]
+    for k in rows:
+        assert rows[k] == f"{100 * 2 / 3 / k:.2f}", (k, out)
+
+
+GOLD_QA = "Who?\t['Paris', 'paris city']\nWhat?\t['the cat']\nWhen?\t['1999']\n"
+PREDS = "Paris\na cat sat\n2000\n"
+# EM: 1, 0, 0 -> 33.33. F1 (SQuAD): 1; "cat sat" vs "cat" -> p=1/2 r=1 -> 2/3; 0 -> (1 + 2/3) / 3 = 55.56
+
+
+def e2e_args(f, gold, *extra):
+    return ["eval-rag", "--eval_mode", "e2e", "--evaluation_set", f["q"], "--gold_data_path", gold,
+            "--predictions_path", f["pred"], *extra]
+
+
+def test_e2e_scores_from_predictions_file(files, capsys):
+    gold = files["dir"] / "gold_qa.txt"
+    gold.write_text(GOLD_QA, encoding="utf-8")
+    with open(files["pred"], "w", encoding="utf-8") as fh:
+        fh.write(PREDS)
+    rc, out, _ = run(e2e_args(files, str(gold)), capsys)
+    assert rc == 0 and "EM: 33.33" in out and "F1: 55.56" in out
+    ans = files["dir"] / "gold_ans.txt"
+    ans.write_text("paris\nThe cat sat\n1999\n", encoding="utf-8")
+    # EM: 1, 1 ("a cat sat" and "The cat sat" normalise alike), 0 -> 66.67; F1: 1, 1, 0 -> 66.67
+    rc, out, _ = run(e2e_args(files, str(ans), "--gold_data_mode", "ans"), capsys)
+    assert rc == 0 and "EM: 66.67" in out and "F1: 66.67" in out
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny model runs fastest on one thread."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_e2e_recalculates_with_a_reader(files, capsys, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "cache"))
+    from odqa_core.e2e import score_predictions
+    from odqa_core.reader import build_reader
+
+    ckpt = build_reader("tiny", "L1", seed=0, max_length=64, doc_stride=8, max_query_length=16).save(tmp_path / "reader")
+    gold = files["dir"] / "gold_ans.txt"
+    gold.write_text("black and white\ncold water\norange\n", encoding="utf-8")
+    with open(files["pred"], "w", encoding="utf-8") as fh:
+        fh.write("black and white\ncold water\norange\n")
+    rc, out, _ = run(e2e_args(files, str(gold), "--gold_data_mode", "ans"), capsys)
+    assert rc == 0 and "EM: 100.00" in out  # the hand-written file, not recomputed
+    rc, out, _ = run(e2e_args(files, str(gold), "--gold_data_mode", "ans", "--recalculate", "--reader", str(ckpt),
+                              "--knowledge_base", files["kb"], "--tokenizer", "regex", "--n_docs", "2"), capsys)
+    assert rc == 0 and "wrote 3 predictions" in out
+    preds = open(files["pred"], encoding="utf-8").read().splitlines()
+    assert len(preds) == 3
+    texts = " ".join(t for _, t in KB)
+    assert all(p and p in texts for p in preds)  # extractive: every answer is passage text
+    em, f1 = score_predictions(preds, [["black and white"], ["cold water"], ["orange"]], "en")
+    assert f"EM: {100 * em.mean():.2f}" in out and f"F1: {100 * f1.mean():.2f}" in out
+
+
+@pytest.mark.parametrize("case", ["malformed", "unparsable", "not_strings", "count", "k_gt_n", "missing_q",
+                                  "missing_gold", "pred_count", "sweep", "no_reader", "no_kb", "bad_kb"])
+def test_errors(files, capsys, case):
+    d = files["dir"]
+    gold_qa = d / "gold_qa.txt"
+    gold_qa.write_text(GOLD_QA, encoding="utf-8")
+    argv = e2e_args(files, str(gold_qa))
+    expect = ""
+    if case == "malformed":
+        gold_qa.write_text("Who?\t['Paris']\nWhat? ['the cat']\nWhen?\t['1999']\n", encoding="utf-8")
+        expect = "gold_qa.txt:2: expected 2 tab-separated columns"
+    elif case == "unparsable":
+        gold_qa.write_text("Who?\t['Paris'\nWhat?\t['the cat']\nWhen?\t['1999']\n", encoding="utf-8")
+        expect = "gold_qa.txt:1: cannot parse the answer list"
+    elif case == "not_strings":
+        gold_qa.write_text("Who?\t[1, 2]\nWhat?\t['the cat']\nWhen?\t['1999']\n", encoding="utf-8")
+        expect = "must be a list of strings"
+    elif case == "count":
+        gold_qa.write_text("Who?\t['Paris']\nWhat?\t['the cat']\n", encoding="utf-8")
+        expect = "2 gold lines for 3 questions"
+    elif case == "k_gt_n":
+        argv = retrieval_args(files, "--k", "3", "--n_docs", "2")
+        expect = "--k 3 is larger than --n_docs 2"
+    elif case == "missing_q":
+        argv = retrieval_args(files)
+        argv[argv.index(files["q"])] = str(d / "nope.txt")
+        expect = "nope.txt: file not found"
+    elif case == "missing_gold":
+        argv = retrieval_args(files)
+        argv[argv.index(files["gold"])] = str(d / "nogold.txt")
+        expect = "nogold.txt: file not found"
+    elif case == "pred_count":
+        with open(files["pred"], "w", encoding="utf-8") as fh:
+            fh.write("Zebra\nPenguin\n")
+        argv = retrieval_args(files)
+        expect = "2 prediction lines for 3 questions"
+    elif case == "sweep":
+        argv = retrieval_args(files, "--n_docs", "50", "--k_sweep")
+        expect = "--k_sweep needs --n_docs >= 100"
+    elif case == "no_reader":
+        argv = e2e_args(files, str(gold_qa), "--knowledge_base", files["kb"])
+        expect = "e2e mode needs --reader"
+    elif case == "no_kb":
+        argv = [a for a in retrieval_args(files) if a not in ("--knowledge_base", files["kb"])]
+        expect = "--knowledge_base is needed"
+    elif case == "bad_kb":
+        argv = retrieval_args(files)
+        argv[argv.index(files["kb"])] = "no-such-kb"
+        expect = "no such file and not a dataset name"
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("odqa-bench: error: ") and expect in lines[0], err
+    if case == "pred_count":
+        assert open(files["pred"], encoding="utf-8").read() == "Zebra\nPenguin\n"  # left as it was
+
+
+def test_parser_registers_on_a_cli():
+    p = argparse.ArgumentParser(prog="odqa-bench")
+    sub = p.add_subparsers(dest="command")
+    add_eval_rag_parser(sub)
+    args = p.parse_args(["eval-rag", "--evaluation_set", "q", "--gold_data_path", "g"])
+    assert callable(args.func)
+    assert (args.eval_mode, args.gold_data_mode, args.k, args.n_docs, args.retriever) == ("e2e", "qa", 1, 5, "bm25")
+    assert args.predictions_path == "predictions.txt" and not args.recalculate

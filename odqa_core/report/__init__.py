@@ -21,6 +21,13 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
                        ("junit.xml", to_junit(result))):
         atomic_write_text(out / name, text)
         written.append(out / name)
+    from .grid import grid_frame, grid_markdown
+
+    agg = grid_frame(records or [])
+    if not agg.empty:
+        atomic_write_text(out / "grid.csv", agg.to_csv(index=False))
+        atomic_write_text(out / "grid.md", grid_markdown(agg))
+        written += [out / "grid.csv", out / "grid.md"]
     plots: list[Path] = []
     try:
         from .plots import write_plots

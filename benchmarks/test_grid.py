@@ -1,0 +1,98 @@
+"""The retrievers × model sizes × folds × top-k grid.
+
+Each cell scores one fold's held-out questions (folds grouped by article, seed 0), so the
+gate pools a cell's folds and reports mean ± std over them. Ids read like
+``dense-minilm-L2/default/fold=3/k=20``.
+
+Quick profile (CI): the embedded ``default`` sample, all five folds, k 5 and 20, with bm25 and
+tfidf (Kiwi tokens), dense / hybrid / sequential on MiniLM L2, and DPR on a tiny random
+encoder trained a few steps per fold (proves training, caching and determinism, not quality).
+Full profile (marker ``full``, ``tox -e full``): ``korquad-open``, k 5/10/20/30, MiniLM
+L2/L4/L6 and e5-small L3/L6/L12 for every dense retriever, DPR trained per fold on each size.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+
+from odqa_core.bench import cached_dataset
+from odqa_core.data.folds import kfold_by_group
+from odqa_core.metrics import answer_hits, evaluate
+from odqa_core.retrieval import Run, get_retriever, retrieve
+
+N_FOLDS, FOLD_SEED, DEPTH = 5, 0, 100
+SPARSE_TOKENIZER = "kiwi"
+QUICK_DPR_STEPS = 30
+
+
+def _cells():
+    quick = [("bm25", "-", "-"), ("tfidf", "-", "-"), ("dense", "minilm", "L2"), ("hybrid", "minilm", "L2"),
+             ("sequential", "minilm", "L2"), ("dpr", "tiny", "L2")]
+    for r, m, s in quick:
+        for fold in range(1, N_FOLDS + 1):
+            for k in (5, 20):
+                yield pytest.param(r, m, s, "default", fold, k, id=_id(r, m, s, "default", fold, k))
+    full_models = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3"), ("e5-small", "L6"),
+                   ("e5-small", "L12")]
+    full = [("bm25", "-", "-"), ("tfidf", "-", "-")] + [
+        (r, m, s) for r in ("dense", "hybrid", "sequential", "dpr") for m, s in full_models]
+    for r, m, s in full:
+        for fold in range(1, N_FOLDS + 1):
+            for k in (5, 10, 20, 30):
+                yield pytest.param(r, m, s, "korquad-open", fold, k, id=_id(r, m, s, "korquad-open", fold, k),
+                                   marks=(pytest.mark.full, pytest.mark.realdata))
+
+
+def _id(r: str, m: str, s: str, d: str, fold: int, k: int) -> str:
+    name = f"{r}-{SPARSE_TOKENIZER}" if m == "-" else f"{r}-{m}-{s}"
+    return f"{name}/{d}/fold={fold}/k={k}"
+
+
+def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> dict:
+    if retriever in ("bm25", "tfidf"):
+        return {"tokenizer": SPARSE_TOKENIZER}
+    if retriever == "dense":
+        return {"model": model, "size": size}
+    if retriever in ("hybrid", "sequential"):
+        return {"tokenizer": SPARSE_TOKENIZER, "dense_model": model, "size": size}
+    quick = dataset == "default"
+    return {"dataset": cached_dataset(dataset), "fold": fold, "n_folds": N_FOLDS, "fold_seed": FOLD_SEED,
+            "base": model, "size": size, "steps": QUICK_DPR_STEPS if quick else None,
+            "bm25_tokenizer": SPARSE_TOKENIZER, "batch_size": 8 if quick else 16,
+            "max_length_p": 128 if quick else 256}
+
+
+@lru_cache(maxsize=None)
+def grid_run(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
+    """One run per retriever setting (per fold for DPR, whose weights depend on the fold)."""
+    ds = cached_dataset(dataset)
+    r = get_retriever(retriever, **_params(retriever, model, size, dataset, fold)).index(ds.corpus)
+    return retrieve(r, ds, DEPTH)
+
+
+def _run_for(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
+    return grid_run(retriever, model, size, dataset, fold if retriever == "dpr" else 0)
+
+
+@lru_cache(maxsize=None)
+def _folds(dataset: str):
+    return kfold_by_group(cached_dataset(dataset), N_FOLDS, FOLD_SEED)
+
+
+@pytest.mark.parametrize("retriever,model,size,dataset,fold,k", list(_cells()))
+def test_grid(retriever, model, size, dataset, fold, k, odqa_record):
+    ds = cached_dataset(dataset)
+    run = _run_for(retriever, model, size, dataset, fold)
+    test_q = _folds(dataset)[fold - 1].test_query_ids
+    qrels = {q: ds.qrels[q] for q in test_q}
+    qids = list(qrels)
+    odqa_record.dataset(ds)
+    gold = evaluate(run, qrels, [f"hit@{k}", f"mrr@{k}"])
+    ans = evaluate(run, qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))[f"hit@{k}"]
+    odqa_record(f"hit@{k}", per_query=gold[f"hit@{k}"], query_ids=qids)
+    odqa_record(f"mrr@{k}", per_query=gold[f"mrr@{k}"], query_ids=qids)
+    odqa_record(f"answer_hit@{k}", per_query=ans, query_ids=qids)
+    assert len(qids) > 0
+    # the gold paragraph holds an answer string, so answer hits include gold hits
+    assert ans.mean() >= gold[f"hit@{k}"].mean() - 1e-12

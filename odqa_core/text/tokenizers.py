@@ -126,8 +126,12 @@ class KiwiTokenizer:
             self._kiwi = Kiwi(num_workers=min(4, os.cpu_count() or 1))
         keep = self._keep
         results = self._kiwi.tokenize(list(texts))  # type: ignore[attr-defined]
+        if len(texts) >= 2000:  # tens of thousands of passages take minutes: show progress
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(texts), desc="kiwi", unit="text", mininterval=2.0)
         out = []
-        for text, toks in zip(texts, results):
+        for toks, text in zip(results, texts):
             words = [tok.form.lower() for tok in toks if keep(tok.tag)]
             words.extend(_NON_HANGUL_WORD.findall(text.lower()))
             out.append(words)

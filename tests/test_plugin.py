@@ -208,7 +208,7 @@ def test_injected_regression_fails_exactly_its_cells_and_writes_reports(project:
         assert v["cur"] == pytest.approx(v["base"] - 0.03, abs=2e-4)
         assert v["p"] < 0.001
     assert sum(line.startswith("FAIL ") for line in result.outlines) == 2
-    _lines(result, "*worse: query q* 1 -> 0*",
+    _lines(result, "*worst queries of test_retrieval[bm25-regex/toy/k=5] hit@5: q* (1 -> 0)*",
            "improved synth::test_retrieval[bm25-regex/toy/k=10] recall@10*")
 
     out = project.path / "out"

@@ -66,6 +66,20 @@ def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_do
                  acc, seen, touched, hs, ht, hi)
 
 
+def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                   n_blocks):
+    """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
+    acc = np.zeros(n_docs)
+    seen = np.zeros(n_docs, dtype=np.bool_)
+    touched = np.empty(n_docs, dtype=np.int64)
+    hs = np.empty(k)
+    ht = np.empty(k, dtype=np.int64)
+    hi = np.empty(k, dtype=np.int64)
+    for i in range(len(q_indptr) - 1):
+        _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
+             acc, seen, touched, hs, ht, hi)
+
+
 def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
          acc, seen, touched, hs, ht, hi):
     """Score query i into ``acc``, heap-select its top k into row i, then reset what it touched."""
@@ -116,10 +130,14 @@ if NUMBA_AVAILABLE:
     _sift_down = numba.njit(cache=True)(_sift_down)
     _sift_up = numba.njit(cache=True)(_sift_up)
     _one = numba.njit(cache=True)(_one)
-    _search_jit = numba.njit(cache=True, parallel=True)(_search)
+    _search_par = numba.njit(cache=True, parallel=True)(_search)
+    _search_ser = numba.njit(cache=True)(_search_serial)
 else:  # pragma: no cover
     _prange = range
-    _search_jit = None
+    _search_par = _search_ser = None
+
+# below this many queries a parallel launch costs more than it saves
+PARALLEL_MIN_QUERIES = 64
 
 
 def sparse_topk(q, wt, ties: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +149,8 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     if n == 0 or k == 0:
         return out_idx, out_sc
     blocks = max(1, min(numba.get_num_threads(), n))
-    _search_jit(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, wt.indices,
+    run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
+    run(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, wt.indices,
                 np.asarray(wt.data, dtype=np.float64), np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc,
                 blocks)
     return out_idx, out_sc

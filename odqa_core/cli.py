@@ -204,6 +204,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a dataset's qrels, and optionally a retriever's run, in TREC format for other tools."""
+    from .data import load_dataset
+    from .data.beir import write_qrels_trec
+    from .retrieval import get_retriever, retrieve
+
+    ds = load_dataset(args.dataset, args.data_dir)
+    write_qrels_trec(args.qrels, ds.qrels)
+    print(f"wrote {args.qrels} ({sum(len(r) for r in ds.qrels.values())} judgments)")
+    if args.run:
+        r = get_retriever(args.retriever, tokenizer=args.tokenizer).index(ds.corpus)
+        run = retrieve(r, ds, args.k)
+        run.write_trec(args.run, tag=f"{args.retriever}-{args.tokenizer}")
+        print(f"wrote {args.run} ({len(run.query_ids)} queries, depth {args.k})")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from . import cache
 
@@ -248,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--correction", default="holm", choices=["holm", "bh", "none"])
     c.add_argument("--show", type=int, default=5, help="worse/better queries to list. Default: 5")
     c.set_defaults(func=cmd_compare)
+
+    e = sub.add_parser("export", help="write a dataset's qrels (and a retriever's run) in TREC format")
+    e.add_argument("--dataset", required=True, metavar="NAME|PATH")
+    e.add_argument("--qrels", required=True, metavar="FILE")
+    e.add_argument("--run", metavar="FILE", help="also write this retriever's run here")
+    e.add_argument("--retriever", default="bm25", metavar="NAME", help="Default: bm25")
+    e.add_argument("--tokenizer", default="regex", choices=sorted(TOKENIZERS), metavar="NAME", help="Default: regex")
+    e.add_argument("--k", type=_ks, default=100, help="run depth. Default: 100")
+    e.add_argument("--data-dir", metavar="DIR")
+    e.set_defaults(func=cmd_export)
 
     def gate_opts(q: argparse.ArgumentParser) -> None:
         q.add_argument("--profile", default="quick", help="Default: quick")

@@ -275,3 +275,22 @@ def test_dpr_retriever_trains_then_searches(ds: Dataset) -> None:
     run = retrieve(r, ds, k=5)
     assert run.indices.shape == (ds.n_queries, 5) and (run.indices >= 0).all()
     assert np.all(np.diff(run.scores, axis=1) <= 1e-6)
+
+
+def test_training_refuses_a_fold_that_leaks(tmp_path):
+    """A test question's gold passage on the training side stops training before it starts."""
+    from dataclasses import replace
+
+    from odqa_core.data import load_dataset
+    from odqa_core.data.folds import kfold_by_group
+    from odqa_core.errors import OdqaBenchError
+    from odqa_core.training.dpr import TrainConfig, train_fold
+
+    ds = load_dataset("default")
+    fold = kfold_by_group(ds, 5, 0)[0]
+    q = fold.test_query_ids[0]
+    gold = next(iter(ds.qrels[q]))
+    leaky = replace(fold, train_doc_ids=[*fold.train_doc_ids, gold])
+    with pytest.raises(OdqaBenchError, match=f"gold passage {gold} of test question {q}"):
+        train_fold(ds, leaky, TrainConfig(base="tiny", max_steps=1), out_dir=tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()

@@ -11,7 +11,7 @@ from ..errors import OdqaBenchError
 from .types import Corpus, Dataset
 from .validate import validate_dataset
 
-__all__ = ["load_beir", "read_jsonl", "read_qrels_tsv"]
+__all__ = ["load_beir", "read_jsonl", "read_qrels_tsv", "write_qrels_trec"]
 
 
 def _open(path: Path) -> bytes:
@@ -99,3 +99,11 @@ def load_beir(folder: str | Path, split: str = "test", name: str | None = None) 
         source=str(folder),
     )
     return validate_dataset(ds)
+
+
+def write_qrels_trec(path: str | Path, qrels: dict[str, dict[str, int]]) -> None:
+    """TREC qrels (``qid 0 docid grade``), written atomically; ``read_qrels_tsv`` reads them back."""
+    from ..io import atomic_write_text
+
+    lines = [f"{q} 0 {d} {g}" for q, rel in qrels.items() for d, g in sorted(rel.items())]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

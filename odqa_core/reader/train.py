@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_dir, cache_key
-from ..data.folds import Fold
+from ..data.folds import Fold, check_leakage
 from ..data.types import Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_bytes, atomic_write_text
@@ -426,6 +426,7 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
     config = config or TrainConfig()
     key = checkpoint_key(dataset, fold, config)
     folder = Path(out_dir) if out_dir is not None else cache_dir() / "reader" / key
+    check_leakage(fold, dataset)  # never train on what the fold evaluates
     if is_trained(folder):
         log.info("reader %s: using the finished checkpoint %s", fold.name, folder)
         return folder

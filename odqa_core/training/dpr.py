@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import cache_dir, cache_key
-from ..data.folds import Fold, get_fold
+from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
@@ -211,6 +211,7 @@ def train_fold(dataset: Dataset, fold: Fold, config: TrainConfig | None = None, 
     config = config or TrainConfig()
     key = checkpoint_key(dataset, fold, config)
     folder = Path(out_dir) if out_dir is not None else cache_dir() / "dpr" / key
+    check_leakage(fold, dataset)  # never train on what the fold evaluates
     if is_trained(folder):
         log.info("dpr %s: using the finished checkpoint %s", fold.name, folder)
         return folder

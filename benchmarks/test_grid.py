@@ -12,7 +12,7 @@ L2/L4/L6 and e5-small L3/L6/L12 for every dense retriever, DPR trained per fold 
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -63,7 +63,7 @@ def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> d
             "max_length_p": 128 if quick else 256}
 
 
-@lru_cache(maxsize=None)
+@cache
 def grid_run(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
     """One run per retriever setting (per fold for DPR, whose weights depend on the fold)."""
     ds = cached_dataset(dataset)
@@ -75,7 +75,7 @@ def _run_for(retriever: str, model: str, size: str, dataset: str, fold: int) -> 
     return grid_run(retriever, model, size, dataset, fold if retriever == "dpr" else 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _folds(dataset: str):
     return kfold_by_group(cached_dataset(dataset), N_FOLDS, FOLD_SEED)
 

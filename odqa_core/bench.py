@@ -5,7 +5,7 @@ parts underneath (token lists, embeddings) are cached on disk."""
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 from .data import Dataset, load_dataset
 from .errors import OdqaBenchError
@@ -17,7 +17,7 @@ __all__ = ["RUN_DEPTH", "cached_dataset", "cached_run"]
 RUN_DEPTH = 100
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_dataset(name: str) -> Dataset:
     """Load a dataset once per process. Outside CI a missing data folder skips the cell; on CI
     (``CI`` set) it fails, so real-data suites are never skipped silently."""
@@ -31,7 +31,7 @@ def cached_dataset(name: str) -> Dataset:
         raise
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DEPTH) -> Run:
     """One retriever's run over a dataset, shared by every k cell in this process."""
     ds = cached_dataset(dataset)

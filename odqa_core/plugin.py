@@ -7,8 +7,9 @@ controller collects them in ``pytest_runtest_logreport``; only the process witho
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest

@@ -72,7 +72,7 @@ class Record:
         return self.__dict__.copy()
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Record":
+    def from_json(cls, obj: dict[str, Any]) -> Record:
         return cls(**obj)
 
 
@@ -122,7 +122,7 @@ def _git_commit() -> dict[str, Any]:
 
 def _created() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+    when = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
     return when.replace(microsecond=0).isoformat()
 
 

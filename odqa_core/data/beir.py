@@ -21,7 +21,7 @@ def _open(path: Path) -> bytes:
         raise OdqaBenchError(f"{path}: file not found") from None
 
 
-def read_jsonl(path: Path, h: "hashlib._Hash | None" = None) -> list[dict]:
+def read_jsonl(path: Path, h: hashlib._Hash | None = None) -> list[dict]:
     """Parse a JSONL file; a bad line is reported with its file and line number."""
     raw = _open(path)
     if h is not None:
@@ -40,7 +40,7 @@ def read_jsonl(path: Path, h: "hashlib._Hash | None" = None) -> list[dict]:
     return rows
 
 
-def read_qrels_tsv(path: Path, h: "hashlib._Hash | None" = None) -> dict[str, dict[str, int]]:
+def read_qrels_tsv(path: Path, h: hashlib._Hash | None = None) -> dict[str, dict[str, int]]:
     """``query-id<TAB>corpus-id<TAB>score`` with a header line; also accepts TREC
     ``qid 0 docid grade`` rows (four columns, any whitespace)."""
     raw = _open(path)

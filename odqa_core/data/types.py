@@ -42,7 +42,7 @@ class Dataset:
     def n_queries(self) -> int:
         return len(self.query_ids)
 
-    def subset_queries(self, query_ids: list[str], name: str | None = None) -> "Dataset":
+    def subset_queries(self, query_ids: list[str], name: str | None = None) -> Dataset:
         """The same corpus with only ``query_ids`` (in that order)."""
         pos = {q: i for i, q in enumerate(self.query_ids)}
         keep = [q for q in query_ids if q in pos]

@@ -11,8 +11,8 @@ query with judgments that the run lacks scores 0 (trec_eval ``-c``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,7 +19,7 @@ class Retriever(Protocol):
 
     name: str
 
-    def index(self, corpus: Corpus) -> "Retriever": ...
+    def index(self, corpus: Corpus) -> Retriever: ...
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(n, k)`` doc indices (-1 padded) and scores, rows in trec_eval order."""

@@ -84,7 +84,7 @@ class Run:
         row = self.indices[i]
         return [self.doc_ids[j] for j in row if j >= 0]
 
-    def truncate(self, k: int) -> "Run":
+    def truncate(self, k: int) -> Run:
         return Run(self.query_ids, self.doc_ids, self.indices[:, :k], self.scores[:, :k], self.name)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
@@ -94,7 +94,7 @@ class Run:
         return out
 
     @classmethod
-    def from_dict(cls, results: dict[str, dict[str, float]], name: str = "run", k: int | None = None) -> "Run":
+    def from_dict(cls, results: dict[str, dict[str, float]], name: str = "run", k: int | None = None) -> Run:
         """Build from ``{qid: {docid: score}}``, ordering each query the way trec_eval does."""
         all_docs = sorted({d for r in results.values() for d in r})
         pos = {d: i for i, d in enumerate(all_docs)}
@@ -120,7 +120,7 @@ class Run:
         atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
     @classmethod
-    def read_trec(cls, path: str | Path) -> "Run":
+    def read_trec(cls, path: str | Path) -> Run:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")

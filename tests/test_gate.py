@@ -237,3 +237,23 @@ def test_correction_changes_only_adjusted_p() -> None:
         assert b.p_adjusted >= b.p_value
     assert len(none.by_status("regressed")) == 10
     assert [c.cell for c in holm.by_status("regressed")] == ["test_r[c0]"]
+
+
+def test_regressed_queries_carry_their_gold_rank_move():
+    from odqa_core.baseline import GateConfig, Record, build_baseline, records_to_cells, run_gate
+    from odqa_core.report import to_markdown
+
+    ids = [f"q{i}" for i in range(400)]
+    hits = [1.0] * 400
+    ranks = [1.0] * 400
+    base = [Record("s", "c[x/d/k=5]", "hit@5", 1.0, per_query=hits, query_ids=ids, dataset="d", dataset_sha256="h"),
+            Record("s", "c[x/d/k=5]", "gold_rank", 1.0, False, "info", ranks, ids, "d", "h")]
+    baseline = build_baseline("quick", "s", records_to_cells(base))
+    cur_hits = [0.0] * 40 + [1.0] * 360
+    cur_ranks = [7.0] * 40 + [1.0] * 360
+    cur = [Record("s", "c[x/d/k=5]", "hit@5", 0.9, per_query=cur_hits, query_ids=ids, dataset="d", dataset_sha256="h"),
+           Record("s", "c[x/d/k=5]", "gold_rank", 1.6, False, "info", cur_ranks, ids, "d", "h")]
+    res = run_gate(cur, {"s": baseline}, GateConfig(permutations=2000))
+    (c,) = res.by_status("regressed")
+    assert c.query_notes["q0"] == "gold rank 1 → 7"
+    assert "`q0` 1 → 0 (gold rank 1 → 7)" in to_markdown(res)

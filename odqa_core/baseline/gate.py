@@ -51,6 +51,7 @@ class Comparison:
     baseline_folds: list[float] = field(default_factory=list)
     worse: list[tuple[str, float, float]] = field(default_factory=list)
     better: list[tuple[str, float, float]] = field(default_factory=list)
+    query_notes: dict[str, str] = field(default_factory=dict)  # query id -> gold rank move, text
     note: str = ""
 
     @property
@@ -197,9 +198,42 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
                 c.note = (c.note + "; " if c.note else "") + "drop beyond tolerance but not significant"
         elif -c.drop > allowed + 1e-12:
             c.status = "improved"
+    _attach_ranks(comps, records, baselines, groups)
     for suite, base in sorted(baselines.items()):
         for cell in sorted((base or {}).get("cells", {})):
             if (suite, cell) not in seen_cells and any(s == suite for s, _ in seen_cells):
                 comps.append(Comparison(suite, cell, "*", "quality", True, None, None, Tolerance(), status="missing",
                                         note="in the baseline but not run"))
     return GateResult(comps, failures, warnings)
+
+
+def _attach_ranks(comps: list[Comparison], records: list[Record], baselines: dict[str, dict[str, Any] | None],
+                  groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]]) -> None:
+    """For regressed metrics, note each worst query's gold rank before and after, where the cell
+    recorded a ``gold_rank`` vector (kind info) in both the baseline and this run."""
+    ranks: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    for r in records:
+        if r.metric != "gold_rank" or r.per_query is None or r.query_ids is None:
+            continue
+        b = ((baselines.get(r.suite) or {}).get("cells", {}).get(r.cell) or {}).get("metrics", {}).get("gold_rank")
+        if not b or "per_query" not in b:
+            continue
+        old = unpack_vector(b["per_query"])
+        if len(old) != len(r.per_query) or b.get("query_ids_sha256") not in (None, ids_sha256(list(r.query_ids))):
+            continue
+        ranks[(r.suite, r.cell)] = {q: (float(o), float(n)) for q, o, n in zip(r.query_ids, old, r.per_query)}
+    for c in comps:
+        if c.status != "regressed" or not c.worse:
+            continue
+        cells = [cell for cell, _b, _r in groups.get((c.suite, c.cell, c.metric), [])]
+        merged: dict[str, tuple[float, float]] = {}
+        for cell in cells:
+            merged.update(ranks.get((c.suite, cell), {}))
+        for qid, _b, _c in c.worse:
+            if qid in merged:
+                o, n = merged[qid]
+                c.query_notes[qid] = f"gold rank {_rank(o)} → {_rank(n)}"
+
+
+def _rank(x: float) -> str:
+    return str(int(x)) if x == x and x < 1e9 else "—"

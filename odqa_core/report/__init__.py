@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..baseline.gate import GateResult
+from ..baseline.gate import GateResult, fold_group
 from ..baseline.store import Record
 from ..io import atomic_write_text
 from .tables import comparison_frame, to_junit, to_markdown
@@ -15,6 +15,7 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
     """Write ``summary.md``, ``report.html``, ``comparison.csv``, ``junit.xml`` and plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _add_query_texts(result, records or [])
     frame = comparison_frame(result)
     written = []
     for name, text in (("summary.md", to_markdown(result)), ("comparison.csv", frame.to_csv(index=False)),
@@ -43,3 +44,28 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
     except ImportError:
         pass
     return written + plots
+
+
+def _add_query_texts(result: GateResult, records: list[Record]) -> None:
+    """Best effort: put each worst query's text beside its id (datasets that cannot be loaded here
+    are skipped; the report never fails for want of them)."""
+    from ..data import load_dataset
+    from ..errors import OdqaBenchError
+
+    datasets = {(r.suite, r.cell): r.dataset for r in records if r.dataset}
+    texts: dict[str, dict[str, str]] = {}
+    for c in result.by_status("regressed"):
+        name = next((d for (s, cell), d in datasets.items() if s == c.suite and fold_group(cell) == c.cell), None)
+        if not name or not c.worse:
+            continue
+        if name not in texts:
+            try:
+                ds = load_dataset(name)
+                texts[name] = dict(zip(ds.query_ids, ds.query_texts))
+            except OdqaBenchError:
+                texts[name] = {}
+        for qid, _b, _c in c.worse:
+            if qid in texts[name]:
+                prefix = c.query_notes.get(qid, "")
+                text = texts[name][qid]
+                c.query_notes[qid] = (prefix + "; " if prefix else "") + (text if len(text) <= 120 else text[:117] + "…")

@@ -77,7 +77,9 @@ def _worst(result: GateResult, limit: int) -> str:
         if not c.worse:
             parts.append("<p>No per-query vectors to pair.</p>")
             continue
-        items = "".join(f"<li><code>{escape(str(q))}</code>: {b:.4g} &rarr; {v:.4g}</li>" for q, b, v in c.worse[:limit])
+        items = "".join(f"<li><code>{escape(str(q))}</code>: {b:.4g} &rarr; {v:.4g}"
+                        + (f" <small>{escape(c.query_notes[q])}</small>" if q in c.query_notes else "") + "</li>"
+                        for q, b, v in c.worse[:limit])
         parts.append(f"<ol>{items}</ol>")
     return "\n".join(parts)
 

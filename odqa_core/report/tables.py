@@ -53,7 +53,10 @@ def to_markdown(result: GateResult, worst: int = 5) -> str:
     if reg:
         out += ["", "### Worst-hit queries"]
         for c in reg:
-            out.append(f"- `{c.cell}` {c.metric}: " + ", ".join(f"{q} ({b:.3g}→{v:.3g})" for q, b, v in c.worse[:worst]))
+            out.append(f"- `{c.cell}` {c.metric}:")
+            for q, b, v in c.worse[:worst]:
+                note = c.query_notes.get(q)
+                out.append(f"  - `{q}` {b:.3g} → {v:.3g}" + (f" ({note})" if note else ""))
     if result.warnings:
         out += ["", "<details><summary>warnings</summary>", ""] + [f"- {w}" for w in result.warnings] + ["", "</details>"]
     return "\n".join(out) + "\n"

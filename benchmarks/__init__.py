@@ -1,0 +1,1 @@
+"""odqa-bench benchmark suites (their module names name the baseline files)."""

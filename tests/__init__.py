@@ -1,0 +1,1 @@
+"""odqa-bench unit and integration tests."""

@@ -324,3 +324,17 @@ def test_cuda_encoding_matches_cpu():
     amp = get_encoder("tiny", seed=2, device="cuda", autocast_dtype="bfloat16").encode(texts)
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
     np.testing.assert_allclose(amp, cpu, atol=5e-2)
+
+
+def test_dense_runs_the_fast_backend_by_default_and_torch_on_request():
+    """On the CPU the default ``auto`` backend is ONNX int8 (kept within rankings by the probe);
+    ``backend='torch-fp32'`` is the reference and training keeps the bare torch model."""
+    pytest.importorskip("onnxruntime")
+    from odqa_core.encoders import get_encoder
+    from odqa_core.retrieval import get_retriever
+
+    fast = get_retriever("dense", model="tiny", size="L2")
+    ref = get_retriever("dense", model="tiny", size="L2", backend="torch-fp32")
+    assert "onnx-int8" in fast.encoder.fingerprint
+    assert "torch-fp32" in ref.encoder.fingerprint
+    assert not hasattr(get_encoder("tiny", "L2"), "base")  # no backend: the trainable model itself

@@ -53,10 +53,21 @@ def encoder_families() -> list[str]:
     return sorted(FAMILIES) + ["path:<dir>"]
 
 
-def get_encoder(family: str, size: str | None = None, device: str = "cpu", **kw: Any) -> Encoder:
+def get_encoder(family: str, size: str | None = None, device: str = "cpu", backend: str | None = None,
+                **kw: Any) -> Encoder:
     """Build an encoder. Options in ``kw`` (``max_length``, ``pooling``, ``query_prefix``,
     ``passage_prefix``, ``autocast_dtype``, ``sort_by_length``; ``seed``/``hidden`` for tiny)
-    override the family's defaults."""
+    override the family's defaults. ``backend`` (``auto``, ``torch-fp32``, ``onnx-int8``...)
+    wraps a transformers encoder for inference; None keeps the trainable torch model."""
+    enc = _build(family, size, device, **kw)
+    if backend is None or not hasattr(enc, "model"):  # use-m is numpy-only: nothing to wrap
+        return enc
+    from .backends import wrap_backend
+
+    return wrap_backend(enc, backend)
+
+
+def _build(family: str, size: str | None, device: str, **kw: Any) -> Encoder:
     if not isinstance(family, str):
         raise OdqaBenchError(f"encoder family must be a string, got {family!r}")
     if family.startswith("path:"):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -30,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import cache_dir, cache_key
+from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage
 from ..data.types import Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_bytes, atomic_write_text
+from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
 __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
@@ -43,7 +42,6 @@ __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
-DONE_FILE = "DONE"
 _NOT_IN_KEY = {"save_every"}
 
 
@@ -232,30 +230,11 @@ def make_features(tokenizer: Any, examples: list[ReaderExample], max_length: int
     return feats
 
 
-def is_trained(folder: str | os.PathLike[str]) -> bool:
-    """True when ``folder`` holds a finished reader checkpoint (its ``DONE`` marker exists)."""
-    return (Path(folder) / DONE_FILE).is_file()
-
-
 def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
     """Cache key: dataset sha256, fold identity, training settings and the base weights."""
     from ..training.loop import base_fingerprint
 
-    ids = hashlib.sha256("\n".join(fold.train_query_ids).encode("utf-8")).hexdigest()[:16]
-    return cache_key("reader", dataset.sha256, fold.index, fold.n_folds, fold.seed, ids, config.key_fields(),
-                     base_fingerprint(config.base, config.size, config.seed))
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One trainer per checkpoint across processes (xdist workers wait, then reuse it)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return fold_checkpoint_key("reader", dataset, fold, config.key_fields(), base_fingerprint(config.base, config.size, config.seed))
 
 
 def _plan(n_features: int, config: TrainConfig) -> tuple[int, int]:
@@ -431,7 +410,7 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
         log.info("reader %s: using the finished checkpoint %s", fold.name, folder)
         return folder
     check_device(config.device)
-    with _locked(folder):
+    with locked(folder):
         if is_trained(folder):
             return folder
         folder.mkdir(parents=True, exist_ok=True)

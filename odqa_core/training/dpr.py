@@ -7,26 +7,23 @@ metadata (pooling, prompts) and a ``DONE`` marker written last; ``path:<dir>`` l
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir, cache_key
+from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever, register
+from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
 from .loop import (
     base_fingerprint,
     load_base,
@@ -45,7 +42,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 INFO_FILE = "odqa_dpr.json"
-DONE_FILE = "DONE"
 POOLINGS = ("mean", "cls")
 _NOT_IN_KEY = {"save_every"}  # settings that never change the trained weights
 
@@ -111,28 +107,9 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
 
 
-def is_trained(folder: str | os.PathLike[str]) -> bool:
-    """True when ``folder`` holds a finished checkpoint (its ``DONE`` marker exists)."""
-    return (Path(folder) / DONE_FILE).is_file()
-
-
 def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
     """Cache key of a fold's checkpoint: dataset sha256, fold identity, settings, base weights."""
-    ids = hashlib.sha256("\n".join(fold.train_query_ids).encode("utf-8")).hexdigest()[:16]
-    return cache_key("dpr", dataset.sha256, fold.index, fold.n_folds, fold.seed, ids, config.key_fields(),
-                     base_fingerprint(config.base, config.size, config.seed))
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One trainer per checkpoint across processes (pytest-xdist workers wait, then reuse)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return fold_checkpoint_key("dpr", dataset, fold, config.key_fields(), base_fingerprint(config.base, config.size, config.seed))
 
 
 def _check_device(device: str) -> list[int]:
@@ -218,7 +195,7 @@ def train_fold(dataset: Dataset, fold: Fold, config: TrainConfig | None = None, 
     devices = _check_device(config.device)
     import torch
 
-    with _locked(folder):
+    with locked(folder):
         if not is_trained(folder):
             folder.mkdir(parents=True, exist_ok=True)
             with torch.random.fork_rng(devices=devices):

@@ -161,9 +161,11 @@ def test_scale(retriever: str, profile: str, pretok: str, tmp_path: Path, monkey
 
     odqa_record.dataset(data[max(sizes)])
     extra = {"sizes": list(ns), **({"goal": GOALS[retriever]} if retriever in GOALS else {})}
-    odqa_record("growth_exponent", e_query, higher_is_better=False, kind="speed", **extra)
-    # one dense build per size (encoding is slow) is too few rounds to gate on
-    odqa_record("index_growth_exponent", e_index, higher_is_better=False, kind="info" if dense else "speed")
+    # Exponents are fitted slopes, not ratios: they hover near 0 when fixed costs dominate (the tiny
+    # dense model's query encoding), where a relative tolerance means nothing. They are reported,
+    # and the assertions below hold the goal (sub-linear bm25 queries) instead of the gate.
+    odqa_record("growth_exponent", e_query, higher_is_better=False, kind="info", **extra)
+    odqa_record("index_growth_exponent", e_index, higher_is_better=False, kind="info")
     if e_memory is not None:
         odqa_record("memory_growth_exponent", e_memory, higher_is_better=False, kind="info")
     for p in points:
@@ -183,6 +185,8 @@ def test_scale(retriever: str, profile: str, pretok: str, tmp_path: Path, monkey
 
     assert np.isfinite(e_query) and e_query < SANITY_MAX_EXPONENT, (
         f"{retriever}: time per query grows as N^{e_query:.2f} over {ns}; expected at most linear growth")
+    if retriever.startswith("bm25"):
+        assert e_query < 1.0, f"bm25 time per query grows as N^{e_query:.2f} over {ns}; the goal is sub-linear"
     largest = built[max(sizes)]
     queries = data[max(sizes)].query_texts
     with torch_threads(1) if dense else contextlib.nullcontext():

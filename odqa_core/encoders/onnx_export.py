@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -274,8 +275,6 @@ def _valid(path: Path, meta: Path) -> bool:
     """A cached graph whose sidecar checksum matches; anything else is rebuilt."""
     if not (path.is_file() and meta.is_file()):
         return False
-    import json
-
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         if info.get("format") != _FORMAT or info.get("size") != path.stat().st_size:

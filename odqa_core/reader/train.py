@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -32,8 +31,8 @@ from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage
 from ..data.types import Dataset
 from ..errors import OdqaBenchError
-from ..io import atomic_write_bytes, atomic_write_text
-from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
+from ..io import atomic_write_text
+from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, load_train_state, locked, save_train_state
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
 __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
@@ -269,40 +268,6 @@ def _collate(feats: list[Feature], pad: int, device: str) -> dict[str, Any]:
             "end_positions": torch.tensor([f.end for f in feats], device=device)}
 
 
-def _save_state(path: Path, key: str, step: int, model: Any, opt: Any, sched: Any, losses: list[float]) -> None:
-    import torch
-
-    state = {"key": key, "step": step, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], "losses": list(losses)}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_state(path: Path, key: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[float]] | None:
-    """Restore a saved state; None (start afresh) when missing, corrupt or for other settings."""
-    import torch
-
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("key") != key:
-            log.warning("%s belongs to other settings; starting afresh", path)
-            return None
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return int(state["step"]), [float(x) for x in state["losses"]]
-    except Exception as exc:  # truncated or foreign file: train from the start
-        log.warning("reader training state %s is unusable (%s); starting afresh", path, exc)
-        return None
-
-
 def _lr_at(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
     def f(s: int) -> float:
         if s < warm:
@@ -340,7 +305,7 @@ def _train_loop(model: Any, feats: list[Feature], pad: int, config: TrainConfig,
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = LambdaLR(opt, _lr_at(int(round(config.warmup * total)), total))
     torch.manual_seed(config.seed)
-    restored = _load_state(state_path, key, model, opt, sched)
+    restored = load_train_state(state_path, key, model, opt, sched)
     start, losses = restored if restored else (0, [])
     if start:
         log.info("resuming reader training at step %d of %d from %s", start, total, state_path)
@@ -352,7 +317,7 @@ def _train_loop(model: Any, feats: list[Feature], pad: int, config: TrainConfig,
         with deterministic(), _threads(config.threads):
             while step < total:
                 if stop_after is not None and step >= stop_after:
-                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    save_train_state(state_path, key, step, model, opt, sched, losses)
                     return False, step, start, losses
                 idx = _batch_at(step, len(feats), per_epoch, config.batch_size, config.seed)
                 opt.zero_grad(set_to_none=True)
@@ -367,7 +332,7 @@ def _train_loop(model: Any, feats: list[Feature], pad: int, config: TrainConfig,
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if step % config.save_every == 0 and step < total:
-                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    save_train_state(state_path, key, step, model, opt, sched, losses)
     finally:
         bar.close()
     model.eval()

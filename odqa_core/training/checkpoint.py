@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,11 @@ from typing import Any
 from ..cache import cache_key
 from ..data.folds import Fold
 from ..data.types import Dataset
+from ..io import atomic_write_bytes
 
-__all__ = ["DONE_FILE", "is_trained", "fold_checkpoint_key", "locked"]
+__all__ = ["DONE_FILE", "is_trained", "fold_checkpoint_key", "locked", "save_train_state", "load_train_state"]
+
+log = logging.getLogger(__name__)
 
 DONE_FILE = "DONE"
 
@@ -40,3 +45,51 @@ def locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def save_train_state(path: Path, key: str, step: int, model: Any, opt: Any, sched: Any, losses: list[float]) -> None:
+    """Save what resuming needs (trainable weights, optimizer, scheduler, RNG, losses), atomically."""
+    import torch
+
+    state = {
+        "key": key,
+        "step": step,
+        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "losses": list(losses),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_train_state(path: Path, key: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[float]] | None:
+    """Restore a saved state; None (start afresh) when it is missing, corrupt or for other settings."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            log.warning("%s belongs to other settings; starting afresh", path)
+            return None
+        params = dict(model.named_parameters())
+        names = {n for n, p in params.items() if p.requires_grad}
+        if set(state["trainable"]) != names:
+            raise ValueError("trainable parameter names differ")
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params[n].copy_(t)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"]), [float(x) for x in state["losses"]]
+    except Exception as exc:  # truncated or foreign file: train from the start
+        log.warning("training state %s is unusable (%s); starting afresh", path, exc)
+        return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import sys
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import OdqaBenchError
-from ..io import atomic_write_bytes
+from .checkpoint import load_train_state, save_train_state
 from .negatives import Example
 
 if TYPE_CHECKING:
@@ -224,53 +223,6 @@ def _lr_lambda(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
     return f
 
 
-def _save_state(path: Path, key: str, step: int, model: Any, opt: Any, sched: Any, losses: list[float]) -> None:
-    import torch
-
-    state = {
-        "key": key,
-        "step": step,
-        "trainable": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "losses": list(losses),
-    }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_state(path: Path, key: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[float]] | None:
-    """Restore a saved state; None (start afresh) when it is missing, corrupt or for other settings."""
-    import torch
-
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("key") != key:
-            log.warning("%s belongs to other settings; starting afresh", path)
-            return None
-        params = dict(model.named_parameters())
-        names = {n for n, p in params.items() if p.requires_grad}
-        if set(state["trainable"]) != names:
-            raise ValueError("trainable parameter names differ")
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                params[n].copy_(t)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return int(state["step"]), [float(x) for x in state["losses"]]
-    except Exception as exc:  # truncated or foreign file: train from the start
-        log.warning("training state %s is unusable (%s); starting afresh", path, exc)
-        return None
-
-
 def _batch_loss(model: Any, base: BaseModel, batch: list[Example], passages: dict[str, str], config: TrainConfig) -> torch.Tensor:
     import torch
 
@@ -299,7 +251,7 @@ def train_loop(model: Any, base: BaseModel, examples: list[Example], passages: d
     warm = int(round(config.warmup * total))
     sched = LambdaLR(opt, _lr_lambda(warm, total))
     torch.manual_seed(config.seed)
-    restored = _load_state(state_path, key, model, opt, sched)
+    restored = load_train_state(state_path, key, model, opt, sched)
     start, losses = restored if restored else (0, [])
     if start:
         log.info("resuming DPR training at step %d of %d from %s", start, total, state_path)
@@ -311,7 +263,7 @@ def train_loop(model: Any, base: BaseModel, examples: list[Example], passages: d
         with deterministic():
             while step < total:
                 if stop_after is not None and step >= stop_after:
-                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    save_train_state(state_path, key, step, model, opt, sched, losses)
                     return TrainOutcome(False, step, total, losses, start)
                 opt.zero_grad(set_to_none=True)
                 acc = 0.0
@@ -329,7 +281,7 @@ def train_loop(model: Any, base: BaseModel, examples: list[Example], passages: d
                 bar.update(1)
                 bar.set_postfix(loss=f"{acc:.4f}")
                 if step % config.save_every == 0 and step < total:
-                    _save_state(state_path, key, step, model, opt, sched, losses)
+                    save_train_state(state_path, key, step, model, opt, sched, losses)
     finally:
         bar.close()
     model.eval()

@@ -186,3 +186,29 @@ def test_unknown_backend_is_refused():
     r = get_retriever("bm25", backend="gpu").index(load_dataset("default").corpus)
     with pytest.raises(OdqaBenchError, match="unknown backend"):
         r.search(["x"], 5)
+
+
+@pytest.mark.parametrize("n_queries", [5, 80])  # below and above the parallel launch threshold
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_numba_kernel_matches_dense_topk_on_tied_scores(n_queries: int, k: int) -> None:
+    """Small integer weights make many exact ties, and some queries touch every document (the
+    branch-free touched list is then full): the kernel must still return the reference top k."""
+    pytest.importorskip("numba")
+    import scipy.sparse as sp
+
+    from odqa_core.retrieval.kernels import sparse_topk
+    from odqa_core.retrieval.run import topk
+
+    rng = np.random.default_rng(k * 1000 + n_queries)
+    n_docs, n_terms = 40, 12
+    wt = sp.random(n_terms, n_docs, density=0.4, random_state=rng, data_rvs=lambda m: rng.integers(1, 4, m)).tolil()
+    wt[0] = 1.0  # term 0 occurs in every document
+    wt = sp.csr_matrix(wt, dtype=np.float64)
+    q = sp.random(n_queries, n_terms, density=0.3, random_state=rng, data_rvs=lambda m: rng.integers(1, 3, m)).tolil()
+    q[::3, 0] = 1.0
+    q = sp.csr_matrix(q, dtype=np.float64)
+    ties = rng.permutation(n_docs).astype(np.int64)
+    idx, sc = sparse_topk(q, wt, ties, k)
+    ref_idx, ref_sc = topk((q @ wt).toarray(), k, ties, positive_only=True)
+    assert np.array_equal(idx, ref_idx)
+    assert np.array_equal(sc, ref_sc)

@@ -6,9 +6,10 @@ use the fastest of several interleaved rounds; absolute times go to pytest-bench
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +36,31 @@ QUERY_PEERS = [
     "bm25s-numpy",
     pytest.param("bm25s-numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")),
 ]
+# throughput is compared at equal thread counts: both engines serial, then both on two threads
+THROUGHPUT_CELLS = [
+    pytest.param("rank_bm25", 1, id="rank_bm25"),
+    pytest.param("bm25s-numpy", 1, id="bm25s-numpy"),
+    pytest.param("bm25s-numba", 1, id="bm25s-numba-1t",
+                 marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")),
+    pytest.param("bm25s-numba", 2, id="bm25s-numba-2t",
+                 marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")),
+]
+
+
+@contextlib.contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Run our numba kernel on ``n`` threads (1: its serial twin), as the peer is told to."""
+    if not HAS_NUMBA:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _bm25s() -> Any:
@@ -78,17 +104,24 @@ class Engines:
             self._built[name] = self.build(name)()
             if name == "bm25s-numba":  # compile the JIT kernels outside any timing
                 self.searcher(name, [0])()
+                self.searcher(name, [0, 1], 2)()
         return self._built[name]
 
-    def searcher(self, name: str, positions: list[int] | np.ndarray) -> Callable[[], Any]:
-        """A function that searches the queries at ``positions`` for their top K with ``name``."""
+    def searcher(self, name: str, positions: list[int] | np.ndarray, threads: int = 1) -> Callable[[], Any]:
+        """A function that searches the queries at ``positions`` for their top K with ``name``
+        on ``threads`` threads (1: serial)."""
         eng = self.get(name)
         pos = [int(p) for p in positions]
         if name.startswith("bm25s"):
             toks = [self.ts.query_tokens[p] for p in pos]
-            return lambda: eng.retrieve(toks, k=K, show_progress=False, n_threads=0)
+            return lambda: eng.retrieve(toks, k=K, show_progress=False, n_threads=threads)
         texts = [self.ts.queries[p] for p in pos]
-        return lambda: eng.search(texts, K)
+
+        def search() -> Any:
+            with numba_threads(threads):
+                return eng.search(texts, K)
+
+        return search
 
 
 @pytest.fixture(scope="module")
@@ -144,23 +177,23 @@ def test_index_throughput(peer: str, engines: Engines, benchmark: Any, odqa_reco
 
 
 @pytest.mark.perf
-@pytest.mark.parametrize("peer", QUERY_PEERS)
-def test_query_throughput(peer: str, engines: Engines, benchmark: Any, odqa_record: Any) -> None:
+@pytest.mark.parametrize("peer,threads", THROUGHPUT_CELLS)
+def test_query_throughput(peer: str, threads: int, engines: Engines, benchmark: Any, odqa_record: Any) -> None:
     ts = engines.ts
     n_all = len(ts.queries)
     n_peer = RANK_SUBSET if peer == "rank_bm25" else n_all
-    ours = engines.searcher("ours", range(n_all))
-    other = engines.searcher(peer, range(n_peer))
+    ours = engines.searcher("ours", range(n_all), threads)
+    other = engines.searcher(peer, range(n_peer), threads)
     t_ours, t_peer = interleaved_min(ours, other, rounds=3 if peer == "rank_bm25" else 7)
     qps, peer_qps = n_all / t_ours, n_peer / t_peer
     ratio = qps / peer_qps
     name = f"qps_ratio_vs_{family(peer)}"
     odqa_record.dataset(ts.dataset)
-    odqa_record(name, ratio, kind="speed", goal=GOALS[name], peer=peer, k=K)
-    odqa_record("qps", qps, kind="info")
-    odqa_record(f"{family(peer)}_qps", peer_qps, kind="info")
+    odqa_record(name, ratio, kind="speed", goal=GOALS[name], peer=peer, k=K, threads=threads)
+    odqa_record("qps", qps, kind="info", threads=threads)
+    odqa_record(f"{family(peer)}_qps", peer_qps, kind="info", threads=threads)
     benchmark.extra_info.update({"k": K, "n_queries": n_all, "qps": qps, "peer": peer, "peer_queries": n_peer,
-                                 "peer_qps": peer_qps, name: ratio, "goal": GOALS[name]})
+                                 "threads": threads, "peer_qps": peer_qps, name: ratio, "goal": GOALS[name]})
     if peer == "rank_bm25":
         assert ratio > 1.0, f"bm25 answers {qps:.0f} queries/s, slower than pure-Python rank_bm25 ({peer_qps:.0f}/s)"
     benchmark.pedantic(ours, rounds=5, warmup_rounds=1, iterations=1)

@@ -338,3 +338,23 @@ def test_dense_runs_the_fast_backend_by_default_and_torch_on_request():
     assert "onnx-int8" in fast.encoder.fingerprint
     assert "torch-fp32" in ref.encoder.fingerprint
     assert not hasattr(get_encoder("tiny", "L2"), "base")  # no backend: the trainable model itself
+
+
+@pytest.mark.parametrize("groups", [6, 30])  # ~15 copies per vector (beyond the margin) or ~3 (inside the top k)
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_ties_across_the_cutoff_match_bruteforce(k, groups):
+    """Groups of identical passages, some larger than the re-search margin, straddle the cut-off
+    in some rows and sit inside it in others: the ranking must equal the exact top-k with
+    trec_eval's tie order."""
+    rng = np.random.default_rng(k)
+    base = unit(rng.normal(size=(groups, 16)))
+    docs = base[rng.integers(0, groups, size=90)]
+    queries = unit(base[rng.integers(0, groups, size=20)] + 0.3 * rng.normal(size=(20, 16)))
+    enc = ArrayEncoder(docs, queries)
+    ids = [f"p{int(x):04d}" for x in rng.permutation(90)]
+    corpus = Corpus(ids=ids, titles=[""] * 90, texts=[f"d{i}" for i in range(90)])
+    r = DenseRetriever(enc).index(corpus)
+    idx, sc = r.search([f"q{i}" for i in range(20)], k)
+    want_idx, want_sc = topk((enc.queries @ enc.docs.T).astype(np.float64), k, tie_keys(ids))
+    assert np.array_equal(idx, want_idx)
+    assert np.allclose(sc, want_sc, atol=1e-6)

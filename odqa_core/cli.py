@@ -44,9 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .io import atomic_write_json
     from .metrics import answer_hits, evaluate
-    from .retrieval import get_retriever, retrieve, retriever_names
+    from .retrieval import accepts, get_retriever, parse_spec, retrieve, retriever_names
 
-    for name in args.retriever:
+    specs = [parse_spec(spec) for spec in args.retriever]
+    for name, _ in specs:
         if name not in retriever_names():
             raise OdqaBenchError(f"unknown retriever {name!r}; known: {', '.join(retriever_names())}")
     records: list[dict[str, Any]] = []
@@ -54,9 +55,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for dname in args.dataset:
         ds = load_dataset(dname, args.data_dir)
         datasets[ds.name] = ds.sha256
-        for rname in args.retriever:
-            for tok in args.tokenizer:
-                r = get_retriever(rname, tokenizer=tok).index(ds.corpus)
+        for label, (rname, params) in zip(args.retriever, specs):
+            # lexical retrievers run once per tokenizer; dense ones, or a spec naming its tokenizer, once
+            tokenizers = args.tokenizer if accepts(rname, "tokenizer") and "tokenizer" not in params else [None]
+            for tok in tokenizers:
+                kw = dict(params, **({"tokenizer": tok} if tok else {}))
+                if accepts(rname, "dataset") and "dataset" not in kw:
+                    kw["dataset"] = ds  # e.g. dpr trains on the dataset's folds
+                r = get_retriever(rname, **kw).index(ds.corpus)
                 run = retrieve(r, ds, max(args.k))
                 names = [f"{m}@{k}" for k in args.k for m in ("hit", "recall", "mrr", "ndcg")]
                 scores = evaluate(run, ds.qrels, names)
@@ -66,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     scores.update({f"answer_hit@{k}": ans[f"hit@{k}"] for k in args.k})
                 for metric, vec in scores.items():
                     base, _, k = metric.partition("@")
-                    records.append({"dataset": ds.name, "retriever": rname, "tokenizer": tok, "k": int(k),
+                    records.append({"dataset": ds.name, "retriever": label, "tokenizer": tok or params.get("tokenizer", "-"), "k": int(k),
                                     "metric": base, "value": float(vec.mean())})
     frame = pd.DataFrame(records)
     wide = frame.pivot_table(index=["dataset", "retriever", "tokenizer", "metric"], columns="k", values="value").reset_index()
@@ -243,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run retrievers on a dataset and print a results table (the default command)")
     r.add_argument("--dataset", nargs="+", default=["default"], metavar="NAME|PATH",
                    help=f"named dataset ({', '.join(dataset_names())}) or a SQuAD .json / BEIR folder. Default: default")
-    r.add_argument("--retriever", nargs="+", default=["bm25", "tfidf"], metavar="NAME", help="Default: bm25 tfidf")
+    r.add_argument("--retriever", nargs="+", default=["bm25", "tfidf"], metavar="NAME[:k=v,...]",
+                   help="retriever names, each optionally with parameters, e.g. dense:model=e5-small,size=L12 or "
+                        "hybrid:dense_model=e5-small,norm=zscore. Default: bm25 tfidf")
     r.add_argument("--tokenizer", nargs="+", default=["regex", "kiwi"], choices=sorted(TOKENIZERS), metavar="NAME",
                    help=f"one or more of {', '.join(TOKENIZERS)}. Default: regex kiwi")
     r.add_argument("--k", nargs="+", type=_ks, default=DEFAULT_KS, metavar="K", help="cut-offs. Default: 1 5 10 20 30 100")

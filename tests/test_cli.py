@@ -42,6 +42,9 @@ def test_compare_lists_worse_queries_with_ranks(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["run", "--retriever", "nope"], "unknown retriever 'nope'"),
+    (["run", "--retriever", "dense:model"], "is not key=value"),
+    (["run", "--retriever", "bm25:k1=1.2,k1=0.9"], "'k1' given twice"),
+    (["run", "--retriever", "bm25:kone=1.2"], "bad parameters"),
     (["run", "--dataset", "/nonexistent.json"], "file not found"),
     (["score", "--run", "/nonexistent.trec", "--qrels", "/nonexistent.tsv"], "file not found"),
 ])
@@ -59,3 +62,16 @@ def test_ids_that_do_not_match_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "odqa_core.cli", "score", "--run", str(run), "--qrels", str(qrels)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no query id of the run appears in the qrels" in proc.stderr
+
+
+def test_retriever_specs_carry_parameters(capsys):
+    """``name:key=value`` reaches the retriever: bm25 with k1=0 ignores term frequency, which
+    changes the table, and typed values parse as numbers and booleans."""
+    from odqa_core.retrieval import parse_spec
+
+    assert parse_spec("dense:model=e5-small,size=L12,max_length=256,show_progress=true,lam=1.1") == (
+        "dense", {"model": "e5-small", "size": "L12", "max_length": 256, "show_progress": True, "lam": 1.1})
+    assert main(["run", "--retriever", "bm25", "bm25:k1=0.0", "--tokenizer", "regex", "--k", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if " mrr " in line]
+    assert len(rows) == 2 and "bm25:k1=0.0" in rows[1]
+    assert rows[0].split()[-2] != rows[1].split()[-2]

@@ -11,7 +11,7 @@ from ..data.types import Corpus, Dataset
 from ..errors import OdqaBenchError
 from .run import Run
 
-__all__ = ["Retriever", "register", "get_retriever", "retriever_names", "retrieve"]
+__all__ = ["Retriever", "register", "get_retriever", "retriever_names", "retrieve", "parse_spec", "accepts"]
 
 
 class Retriever(Protocol):
@@ -51,6 +51,50 @@ def get_retriever(name: str, **params: Any) -> Retriever:
         return _REGISTRY[name](**params)
     except TypeError as exc:
         raise OdqaBenchError(f"retriever {name!r}: bad parameters ({exc})") from None
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"dense:model=e5-small,size=L12,max_length=256"`` -> ``("dense", {...})``: one retriever
+    setting on a command line. Values become int, float or bool where they read as one."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise OdqaBenchError(f"retriever spec {spec!r}: empty name; expected NAME[:key=value,...]")
+    params: dict[str, Any] = {}
+    for item in rest.split(",") if rest else []:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise OdqaBenchError(f"retriever spec {spec!r}: {item!r} is not key=value; expected NAME[:key=value,...]")
+        if key in params:
+            raise OdqaBenchError(f"retriever spec {spec!r}: {key!r} given twice")
+        params[key] = _value(value.strip())
+    return name, params
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def accepts(name: str, param: str) -> bool:
+    """Whether retriever ``name``'s factory takes ``param`` by name (e.g. ``tokenizer``)."""
+    import inspect
+
+    _load_optional()
+    try:
+        return param in inspect.signature(_REGISTRY[name]).parameters
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _load_optional() -> None:

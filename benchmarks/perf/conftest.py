@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -98,7 +97,3 @@ def pretok() -> Iterator[str]:
         yield name
 
 
-@pytest.fixture(scope="session")
-def reports_dir(pytestconfig: pytest.Config) -> Path:
-    """``<rootdir>/reports``: where suites write plots."""
-    return Path(str(pytestconfig.rootpath)) / "reports"

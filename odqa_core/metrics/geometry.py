@@ -10,25 +10,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["alignment", "uniformity", "Geometry", "geometry", "cosine_histograms"]
+from ..errors import OdqaBenchError
+
+__all__ = ["alignment", "uniformity", "Geometry", "geometry", "pair_cosines", "cosine_histograms"]
+
+# pairs scored per block in ``uniformity``: two float64 blocks of 16k rows (~100 MB at dim 384)
+_PAIR_CHUNK = 16_384
+
+
+def _matrix(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` as a non-empty, finite 2-D float64 array, else one clear error."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise OdqaBenchError(f"geometry: {what} must be a non-empty (n, dim) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise OdqaBenchError(f"geometry: {what} holds NaN or infinite values")
+    return x
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(n > 0, n, 1.0)
 
 
+def _pairs(q: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows of questions and their positives, checked to pair up row by row."""
+    q, p = _matrix(q, "questions"), _matrix(p, "positive passages")
+    if q.shape != p.shape:
+        raise OdqaBenchError(f"geometry: questions {q.shape} and positive passages {p.shape} must pair row by row")
+    return _unit(q), _unit(p)
+
+
 def alignment(q: np.ndarray, p: np.ndarray, alpha: float = 2.0) -> float:
     """E ||f(q) - f(p+)||^alpha over positive pairs (rows of ``q`` and ``p``)."""
-    d = np.linalg.norm(_unit(q) - _unit(p), axis=1)
+    uq, up = _pairs(q, p)
+    d = np.linalg.norm(uq - up, axis=1)
     return float(np.mean(d**alpha))
 
 
 def uniformity(x: np.ndarray, t: float = 2.0, max_pairs: int = 2_000_000, seed: int = 0) -> float:
     """log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (all pairs, or a seeded sample of
-    ``max_pairs`` for large sets). Uses ||a - b||^2 = 2 - 2 a·b on unit vectors."""
-    u = _unit(x)
+    ``max_pairs`` for large sets). Uses ||a - b||^2 = 2 - 2 a·b on unit vectors, in blocks of
+    pairs so memory stays flat however many pairs are scored."""
+    u = _unit(_matrix(x, "vectors"))
     n = len(u)
     if n < 2:
         return 0.0
@@ -39,9 +63,11 @@ def uniformity(x: np.ndarray, t: float = 2.0, max_pairs: int = 2_000_000, seed: 
         i = rng.integers(0, n, max_pairs)
         j = rng.integers(0, n - 1, max_pairs)
         j = np.where(j >= i, j + 1, j)
-    sq = np.clip(2.0 - 2.0 * np.einsum("ij,ij->i", u[i], u[j]), 0.0, None)
+    a = np.empty(len(i))
+    for s in range(0, len(i), _PAIR_CHUNK):
+        dots = np.einsum("ij,ij->i", u[i[s : s + _PAIR_CHUNK]], u[j[s : s + _PAIR_CHUNK]])
+        a[s : s + _PAIR_CHUNK] = -t * np.clip(2.0 - 2.0 * dots, 0.0, None)
     # log-mean-exp, stable
-    a = -t * sq
     m = a.max()
     return float(m + np.log(np.mean(np.exp(a - m))))
 
@@ -54,26 +80,37 @@ class Geometry:
     neg_cosine_mean: float
 
 
+def pair_cosines(q: np.ndarray, p_pos: np.ndarray, p_rand: np.ndarray,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per question: cosine with its positive, and with one random passage drawn (seeded,
+    with replacement) from ``p_rand``; the pairs behind :func:`geometry` and the histograms."""
+    uq, up = _pairs(q, p_pos)
+    ur = _unit(_matrix(p_rand, "random passages"))
+    if ur.shape[1] != uq.shape[1]:
+        raise OdqaBenchError(f"geometry: random passages have dim {ur.shape[1]}, questions {uq.shape[1]}")
+    neg = ur[np.random.default_rng(seed).integers(0, len(ur), len(uq))]
+    return np.einsum("ij,ij->i", uq, up), np.einsum("ij,ij->i", uq, neg)
+
+
 def geometry(q: np.ndarray, p_pos: np.ndarray, p_rand: np.ndarray, seed: int = 0) -> Geometry:
     """Alignment of (question, gold passage) pairs; uniformity over questions and random
     passages together; mean cosine of positives and of (question, random passage) pairs."""
-    uq, up, ur = _unit(q), _unit(p_pos), _unit(p_rand)
-    rng = np.random.default_rng(seed)
-    neg = ur[rng.integers(0, len(ur), len(uq))]
+    pos, neg = pair_cosines(q, p_pos, p_rand, seed)
     return Geometry(
-        alignment=alignment(uq, up),
-        uniformity=uniformity(np.vstack([uq, ur]), seed=seed),
-        pos_cosine_mean=float(np.mean(np.einsum("ij,ij->i", uq, up))),
-        neg_cosine_mean=float(np.mean(np.einsum("ij,ij->i", uq, neg))),
+        alignment=alignment(q, p_pos),
+        uniformity=uniformity(np.vstack([_matrix(q, "questions"), _matrix(p_rand, "random passages")]), seed=seed),
+        pos_cosine_mean=float(np.mean(pos)),
+        neg_cosine_mean=float(np.mean(neg)),
     )
 
 
 def cosine_histograms(q: np.ndarray, p_pos: np.ndarray, p_rand: np.ndarray, bins: int = 40,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bin edges, positive counts, negative counts) over [-1, 1] for the report's histogram."""
-    uq, up, ur = _unit(q), _unit(p_pos), _unit(p_rand)
-    neg = ur[np.random.default_rng(seed).integers(0, len(ur), len(uq))]
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise OdqaBenchError(f"geometry: bins must be a positive integer, got {bins!r}")
+    pos, neg = pair_cosines(q, p_pos, p_rand, seed)
     edges = np.linspace(-1.0, 1.0, bins + 1)
-    pos_c, _ = np.histogram(np.einsum("ij,ij->i", uq, up), edges)
-    neg_c, _ = np.histogram(np.einsum("ij,ij->i", uq, neg), edges)
+    pos_c, _ = np.histogram(np.clip(pos, -1.0, 1.0), edges)
+    neg_c, _ = np.histogram(np.clip(neg, -1.0, 1.0), edges)
     return edges, pos_c, neg_c

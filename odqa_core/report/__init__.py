@@ -31,9 +31,11 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
         written += [out / "grid.csv", out / "grid.md"]
     plots: list[Path] = []
     try:
+        from .geometry_plot import panels_from_records, write_geometry_plots
         from .plots import write_plots
 
         plots = write_plots(result, records or [], out)
+        plots += write_geometry_plots(panels_from_records(records or []), out)
     except ImportError:
         pass
     try:

@@ -265,6 +265,14 @@ class DPRRetriever:
     checkpoint: Path | None = None
     _dense: Any = field(default=None, repr=False)
 
+    @property
+    def dense_retriever(self) -> Any:
+        """The ``dense`` retriever over the trained checkpoint (after ``index``): its encoder and
+        cached embeddings serve diagnostics such as the geometry suite."""
+        if self._dense is None:
+            raise OdqaBenchError(f"{self.name}: search before index")
+        return self._dense
+
     def train(self) -> Path:
         """Train (or load the cached) checkpoint for this fold; its folder."""
         if self.dataset is None:

@@ -7,11 +7,16 @@ gate pools a cell's folds and reports mean ± std over them. Ids read like
 Quick profile (CI): the embedded ``default`` sample, all five folds, k 5 and 20, with bm25 and
 tfidf (Kiwi tokens), dense / hybrid / sequential on MiniLM L2, and DPR on a tiny random
 encoder trained a few steps per fold (proves training, caching and determinism, not quality).
-Full profile (marker ``full``, ``tox -e full``): ``korquad-open``, k 5/10/20/30, MiniLM
-L2/L4/L6 and e5-small L3/L6/L12 for every dense retriever, DPR trained per fold on each size.
+Full profile (marker ``full``, ``tox -e full``): KorQuAD 1.0 dev (964 paragraphs, 5,774
+questions; the issue's grid), k 5/10/20/30, zero-shot MiniLM L2/L4/L6 and e5-small L3/L6/L12
+for dense, hybrid and sequential (passages at 256 tokens), and DPR trained per fold: MiniLM
+L2/L4/L6 fully fine-tuned and e5-small L3 with LoRA r=8, ``FULL_DPR_STEPS`` steps of 16
+questions (a CPU budget; ``ODQA_DPR_EPOCHS=N`` trains N whole epochs instead). korquad-open's
+dense cells are in ``test_open_domain.py``.
 """
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import pytest
@@ -24,6 +29,14 @@ from odqa_core.retrieval import Run, get_retriever, retrieve
 N_FOLDS, FOLD_SEED, DEPTH = 5, 0, 100
 SPARSE_TOKENIZER = "kiwi"
 QUICK_DPR_STEPS = 30
+FULL_DATASET = "korquad-dev"
+FULL_DPR_STEPS = 100
+FULL_MAX_LENGTH = 256
+FULL_ZERO_SHOT = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3"), ("e5-small", "L6"),
+                  ("e5-small", "L12")]
+FULL_DPR = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3")]
+LORA = {"e5-small": 8}           # DPR on e5-small trains LoRA adapters of this rank; MiniLM trains fully
+LORA_LR = 5e-4
 
 
 def _cells():
@@ -33,14 +46,13 @@ def _cells():
         for fold in range(1, N_FOLDS + 1):
             for k in (5, 20):
                 yield pytest.param(r, m, s, "default", fold, k, id=_id(r, m, s, "default", fold, k))
-    full_models = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3"), ("e5-small", "L6"),
-                   ("e5-small", "L12")]
     full = [("bm25", "-", "-"), ("tfidf", "-", "-")] + [
-        (r, m, s) for r in ("dense", "hybrid", "sequential", "dpr") for m, s in full_models]
+        (r, m, s) for r in ("dense", "hybrid", "sequential") for m, s in FULL_ZERO_SHOT] + [
+        ("dpr", m, s) for m, s in FULL_DPR]
     for r, m, s in full:
         for fold in range(1, N_FOLDS + 1):
             for k in (5, 10, 20, 30):
-                yield pytest.param(r, m, s, "korquad-open", fold, k, id=_id(r, m, s, "korquad-open", fold, k),
+                yield pytest.param(r, m, s, FULL_DATASET, fold, k, id=_id(r, m, s, FULL_DATASET, fold, k),
                                    marks=(pytest.mark.full, pytest.mark.realdata))
 
 
@@ -50,17 +62,20 @@ def _id(r: str, m: str, s: str, d: str, fold: int, k: int) -> str:
 
 
 def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> dict:
+    quick = dataset == "default"
+    length = {} if quick else {"max_length": FULL_MAX_LENGTH}
     if retriever in ("bm25", "tfidf"):
         return {"tokenizer": SPARSE_TOKENIZER}
     if retriever == "dense":
-        return {"model": model, "size": size}
+        return {"model": model, "size": size, **length}
     if retriever in ("hybrid", "sequential"):
-        return {"tokenizer": SPARSE_TOKENIZER, "dense_model": model, "size": size}
-    quick = dataset == "default"
+        return {"tokenizer": SPARSE_TOKENIZER, "dense_model": model, "size": size, **length}
+    epochs = int(os.environ.get("ODQA_DPR_EPOCHS", "0") or 0)
+    lora = {} if quick or model not in LORA else {"lora_r": LORA[model], "lr": LORA_LR}
     return {"dataset": cached_dataset(dataset), "fold": fold, "n_folds": N_FOLDS, "fold_seed": FOLD_SEED,
-            "base": model, "size": size, "steps": QUICK_DPR_STEPS if quick else None,
-            "bm25_tokenizer": SPARSE_TOKENIZER, "batch_size": 8 if quick else 16,
-            "max_length_p": 128 if quick else 256}
+            "base": model, "size": size, "steps": QUICK_DPR_STEPS if quick else (None if epochs else FULL_DPR_STEPS),
+            "epochs": max(epochs, 1), "bm25_tokenizer": SPARSE_TOKENIZER, "batch_size": 8 if quick else 16,
+            "max_length_p": 128 if quick else FULL_MAX_LENGTH, **lora, **({} if quick else {"dense": length})}
 
 
 @cache

@@ -4,25 +4,29 @@ threshold) keep the gold passage, and then a correct answer, with probability >=
 Calibration questions give nonconformity scores (the gold passage's rank, or its retrieval
 score); the finite-sample quantile ``ceil((n + 1)(1 - alpha))``-th smallest score sets k. The
 guarantee is marginal (in expectation over exchangeable calibration and test questions), and
-conservative when scores tie, as ranks do. Answer sets follow TRAQ: retrieval at ``alpha_ret``,
-reader at ``alpha_read``, with ``alpha_ret + alpha_read = alpha`` by the union bound.
+conservative when scores tie, as ranks do. When the quantile is infinite (too few calibration
+questions, or it lands on a gold passage the run never ranks) the only certified set is the
+whole corpus. Answer sets follow TRAQ: retrieval at ``alpha_ret``, reader at ``alpha_read``,
+with ``alpha_ret + alpha_read = alpha`` by the union bound.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .errors import OdqaBenchError
-from .metrics.qa import best_over_golds
+from .metrics.qa import normalize_korquad, normalize_squad
 from .retrieval.run import Run
 
 __all__ = [
-    "AnswerCalibration", "AnswerResult", "Candidates", "ConformalResult", "answer_coverage", "answer_sets",
-    "calibrate_answers", "calibrate_k", "calibrate_threshold", "coverage", "coverage_slack",
-    "evaluate_conformal", "gold_answer_scores", "gold_ranks", "gold_scores", "quantile_index", "set_sizes",
+    "AnswerCalibration", "AnswerResult", "Candidates", "ConformalResult", "answer_coverage", "answer_outcomes",
+    "answer_sets", "calibrate_answers", "calibrate_k", "calibrate_threshold", "covered", "coverage",
+    "coverage_slack", "design_effect", "evaluate_conformal", "gold_answer_scores", "gold_ranks", "gold_scores",
+    "quantile_index", "reader_candidates", "set_sizes",
 ]
 
 # candidates[i][r] = the reader's (answer text, reader score) pairs from run row i, rank r
@@ -32,6 +36,11 @@ Candidates = Sequence[Sequence[Sequence[tuple[str, float]]]]
 def _check_alpha(alpha: float, what: str = "alpha") -> None:
     if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
         raise OdqaBenchError(f"{what} must be in (0, 1), got {alpha!r}")
+
+
+def _check_n_docs(n_docs: int | None) -> None:
+    if n_docs is not None and (isinstance(n_docs, bool) or not isinstance(n_docs, (int, np.integer)) or n_docs < 1):
+        raise OdqaBenchError(f"n_docs must be a positive integer (the corpus size), got {n_docs!r}")
 
 
 def quantile_index(n: int, alpha: float) -> int:
@@ -57,17 +66,21 @@ def _select(run: Run, query_ids: Sequence[str] | None) -> list[int]:
 
 
 def _gold_mask(run: Run, qrels: dict[str, dict[str, int]], rows: list[int]) -> np.ndarray:
-    """``(len(rows), K)`` booleans: the rank-r document of that row is relevant (grade > 0)."""
-    mask = np.zeros((len(rows), run.k), dtype=bool)
+    """``(len(rows), K)`` booleans: the rank-r document of that row is relevant (grade > 0).
+    One vectorised membership test over the whole block, so deep runs stay cheap."""
+    doc_pos = {d: j for j, d in enumerate(run.doc_ids)}
+    n_docs = len(run.doc_ids)
+    codes: list[int] = []
     for n, i in enumerate(rows):
         q = run.query_ids[i]
-        gold = {d for d, g in qrels.get(q, {}).items() if g > 0}
+        gold = [d for d, g in qrels.get(q, {}).items() if g > 0]
         if not gold:
             raise OdqaBenchError(f"query {q!r} has no relevant document in the qrels; conformal calibration needs one")
-        for r, j in enumerate(run.indices[i]):
-            if j >= 0 and run.doc_ids[j] in gold:
-                mask[n, r] = True
-    return mask
+        codes.extend(n * n_docs + doc_pos[d] for d in gold if d in doc_pos)
+    ind = run.indices[rows]
+    valid = ind >= 0
+    keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_docs + np.where(valid, ind, 0)
+    return valid & np.isin(keys, np.asarray(codes, dtype=np.int64))
 
 
 def gold_ranks(run: Run, qrels: dict[str, dict[str, int]], query_ids: Sequence[str] | None = None) -> np.ndarray:
@@ -88,16 +101,18 @@ def gold_scores(run: Run, qrels: dict[str, dict[str, int]], query_ids: Sequence[
     return sc.max(axis=1) if sc.shape[1] else np.full(len(rows), -np.inf)
 
 
-def calibrate_k(cal_ranks: np.ndarray, alpha: float) -> int | None:
+def calibrate_k(cal_ranks: np.ndarray, alpha: float, n_docs: int | None = None) -> int | None:
     """Smallest k with P(gold in top-k) >= 1 - alpha: the ``ceil((n + 1)(1 - alpha))``-th smallest
-    calibration rank. None when that index exceeds n (too few calibration questions for this
-    alpha) or lands on an unretrieved gold (run too shallow); the caller then has no finite k
-    and must fall back to the whole ranking, which carries no guarantee."""
+    calibration rank. When that index exceeds n (too few calibration questions for this alpha)
+    or lands on an unretrieved gold (run too shallow, or no shared term) no finite k exists:
+    the result is ``n_docs`` (the whole corpus, split conformal's trivial set) when the corpus
+    size is given, else None (the whole ranking, which carries no guarantee)."""
+    _check_n_docs(n_docs)
     ranks = np.sort(np.asarray(cal_ranks, dtype=np.float64))
     n = len(ranks)
     m = quantile_index(n, alpha)
     if m > n or not np.isfinite(ranks[m - 1]):
-        return None
+        return None if n_docs is None else int(n_docs)
     return int(ranks[m - 1])
 
 
@@ -113,18 +128,33 @@ def calibrate_threshold(cal_gold_scores: np.ndarray, alpha: float) -> float:
     return float(s[n - m])
 
 
-def coverage(test_ranks: np.ndarray, k: int | None) -> float:
-    """Fraction of test questions whose gold rank is <= k (k None: anywhere in the run)."""
+def covered(test_ranks: np.ndarray, k: int | None, n_docs: int | None = None) -> np.ndarray:
+    """Per test question, 1.0 when its gold rank is <= k (k None: anywhere in the run; k >=
+    ``n_docs``: the whole corpus, which holds every gold), else 0.0."""
+    _check_n_docs(n_docs)
     r = np.asarray(test_ranks, dtype=np.float64)
-    if len(r) == 0:
+    if n_docs is not None and k is not None and k >= n_docs:
+        return np.ones(len(r))
+    return (np.isfinite(r) if k is None else r <= k).astype(np.float64)
+
+
+def coverage(test_ranks: np.ndarray, k: int | None, n_docs: int | None = None) -> float:
+    """Fraction of test questions whose gold rank is <= k (k None: anywhere in the run; k >=
+    ``n_docs``: all of them)."""
+    if len(np.asarray(test_ranks)) == 0:
         raise OdqaBenchError("coverage: no test questions")
-    return float(np.mean(np.isfinite(r) if k is None else r <= k))
+    return float(np.mean(covered(test_ranks, k, n_docs)))
 
 
-def set_sizes(scores: np.ndarray, k: int | None = None, threshold: float | None = None) -> np.ndarray:
+def set_sizes(scores: np.ndarray, k: int | None = None, threshold: float | None = None,
+              n_docs: int | None = None) -> np.ndarray:
     """Per query, how many retrieved passages the prediction set holds: the non-padded ones
-    among the top k, or those scoring >= ``threshold`` (neither: the whole run row)."""
+    among the top k, or those scoring >= ``threshold`` (neither: the whole run row). k >=
+    ``n_docs`` is the whole corpus: ``n_docs`` passages, retrieved or not."""
+    _check_n_docs(n_docs)
     sc = np.asarray(scores, dtype=np.float64)
+    if n_docs is not None and k is not None and k >= n_docs:
+        return np.full(sc.shape[0], int(n_docs))
     valid = sc > -np.inf
     if k is not None:
         valid = valid[:, :k]
@@ -134,18 +164,42 @@ def set_sizes(scores: np.ndarray, k: int | None = None, threshold: float | None 
     return valid.sum(axis=1)
 
 
-def coverage_slack(alpha: float, n_cal: int, n_test: int, z: float = 3.0) -> float:
+def coverage_slack(alpha: float, n_cal: int, n_test: int, z: float = 3.0, deff_cal: float = 1.0,
+                   deff_test: float = 1.0) -> float:
     """``z`` standard errors of the measured coverage: the calibration draw (coverage given the
-    calibration set is Beta with variance ~ alpha(1-alpha)/(n_cal+2)) plus the binomial test draw."""
+    calibration set is Beta with variance ~ alpha(1-alpha)/(n_cal+2)) plus the binomial test draw,
+    each times its design effect when questions come in correlated groups (see
+    :func:`design_effect`; 1 for independent questions)."""
     _check_alpha(alpha)
-    var = alpha * (1 - alpha) / (n_cal + 2) + alpha * (1 - alpha) / max(n_test, 1)
+    for d in (deff_cal, deff_test):
+        if not (isinstance(d, (int, float)) and d >= 1.0):
+            raise OdqaBenchError(f"design effect must be a number >= 1, got {d!r}")
+    var = alpha * (1 - alpha) * (deff_cal / (n_cal + 2) + deff_test / max(n_test, 1))
     return z * math.sqrt(var)
+
+
+def design_effect(values: np.ndarray, groups: Sequence[str]) -> float:
+    """How much grouping inflates the variance of ``mean(values)``: the cluster-robust variance
+    (per-group sums of deviations) over the independent one, floored at 1. Folds grouped by
+    article split articles, not questions, so a fold's coverage moves with its articles and
+    questions of one article count for less than independent ones."""
+    y = np.asarray(values, dtype=np.float64)
+    if len(groups) != len(y):
+        raise OdqaBenchError(f"design effect: {len(y)} values for {len(groups)} group labels")
+    dev = y - y.mean() if len(y) else y
+    iid = float(np.sum(dev**2))
+    if iid <= 0.0:
+        return 1.0
+    _, inv = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    clustered = float(np.sum(np.bincount(inv, weights=dev) ** 2))
+    return max(1.0, clustered / iid)
 
 
 @dataclass(frozen=True)
 class ConformalResult:
     """One alpha on one cal/test split. ``k`` is None when no finite k exists (then coverage
-    and set size are those of the whole run); ``threshold`` is set for the score variant."""
+    and set size are those of the whole run, or of the whole corpus when ``n_docs`` was given);
+    ``threshold`` is set for the score variant."""
 
     alpha: float
     k: int | None
@@ -163,9 +217,11 @@ def evaluate_conformal(
     test_qids: Sequence[str],
     alphas: Sequence[float],
     method: str = "rank",
+    n_docs: int | None = None,
 ) -> list[ConformalResult]:
     """Calibrate on ``cal_qids``, measure coverage and mean set size on ``test_qids`` for each
-    alpha. ``method``: ``rank`` (top-k) or ``score`` (retrieval-score threshold)."""
+    alpha. ``method``: ``rank`` (top-k) or ``score`` (retrieval-score threshold); ``n_docs``
+    (the corpus size) turns an infinite rank quantile into the whole-corpus set."""
     if method not in ("rank", "score"):
         raise OdqaBenchError(f"conformal method {method!r}; known: rank, score")
     overlap = set(cal_qids) & set(test_qids)
@@ -178,9 +234,9 @@ def evaluate_conformal(
     if method == "rank":
         cal, test = gold_ranks(run, qrels, cal_qids), gold_ranks(run, qrels, test_qids)
         for a in alphas:
-            k = calibrate_k(cal, a)
-            size = set_sizes(run.scores[test_rows], k=k)
-            out.append(ConformalResult(float(a), k, coverage(test, k), float(size.mean()), len(cal), len(test)))
+            k = calibrate_k(cal, a, n_docs)
+            size = set_sizes(run.scores[test_rows], k=k, n_docs=n_docs)
+            out.append(ConformalResult(float(a), k, coverage(test, k, n_docs), float(size.mean()), len(cal), len(test)))
     else:
         cal, test = gold_scores(run, qrels, cal_qids), gold_scores(run, qrels, test_qids)
         for a in alphas:
@@ -215,6 +271,14 @@ class AnswerResult:
     n_test: int
 
 
+def _exact_matcher(golds: Sequence[str], lang: str) -> Callable[[str], bool]:
+    """``text -> exact match 1 against some gold``, with the golds normalised once (the same
+    test as ``best_over_golds(text, golds, lang)[0] == 1``)."""
+    norm = normalize_korquad if lang == "ko" else normalize_squad
+    want = {norm(g) for g in golds}
+    return lambda text: bool(want) and norm(text) in want
+
+
 def _check_candidates(run: Run, candidates: Candidates) -> None:
     if len(candidates) != len(run.query_ids):
         raise OdqaBenchError(f"candidates: {len(candidates)} rows for {len(run.query_ids)} run queries")
@@ -237,10 +301,10 @@ def gold_answer_scores(
     depth = run.k if k is None else min(k, run.k)
     out = np.full(len(rows), -np.inf)
     for n, i in enumerate(rows):
-        golds = answers.get(run.query_ids[i], [])
+        match = _exact_matcher(answers.get(run.query_ids[i], []), lang)
         for r in np.flatnonzero(mask[n, :depth]):
             for text, score in candidates[i][r] if r < len(candidates[i]) else ():
-                if score > out[n] and best_over_golds(text, golds, lang)[0] == 1.0:
+                if score > out[n] and match(text):
                     out[n] = float(score)
     return out
 
@@ -289,6 +353,26 @@ def answer_sets(run: Run, candidates: Candidates, k: int | None, threshold: floa
     return out
 
 
+def answer_outcomes(
+    run: Run,
+    candidates: Candidates,
+    answers: dict[str, list[str]],
+    calibration: AnswerCalibration,
+    test_qids: Sequence[str],
+    lang: str = "en",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test question: 1.0 when its calibrated answer set holds an exact match of a gold
+    answer (else 0.0), and the set's size (distinct answers); the gate's per-query vectors."""
+    if not len(test_qids):
+        raise OdqaBenchError("answer coverage: no test questions")
+    sets = answer_sets(run, candidates, calibration.k, calibration.threshold, test_qids)
+    hits = []
+    for q, s in zip(test_qids, sets):
+        match = _exact_matcher(answers.get(q, []), lang)
+        hits.append(float(any(match(a) for a in s)))
+    return np.asarray(hits), np.asarray([len(s) for s in sets], dtype=np.float64)
+
+
 def answer_coverage(
     run: Run,
     candidates: Candidates,
@@ -299,8 +383,43 @@ def answer_coverage(
 ) -> AnswerResult:
     """Coverage of the calibrated answer sets on ``test_qids``: the fraction whose set holds an
     answer with exact match 1 against a gold answer; plus the mean number of answers."""
-    if not len(test_qids):
-        raise OdqaBenchError("answer coverage: no test questions")
-    sets = answer_sets(run, candidates, calibration.k, calibration.threshold, test_qids)
-    hit = [any(best_over_golds(a, answers.get(q, []), lang)[0] == 1.0 for a in s) for q, s in zip(test_qids, sets)]
-    return AnswerResult(float(np.mean(hit)), float(np.mean([len(s) for s in sets])), len(test_qids))
+    hits, sizes = answer_outcomes(run, candidates, answers, calibration, test_qids, lang)
+    return AnswerResult(float(hits.mean()), float(sizes.mean()), len(test_qids))
+
+
+def reader_candidates(reader: Any, questions: Sequence[str],
+                      passages_per_question: Sequence[Sequence[str]]) -> list[list[list[tuple[str, float]]]]:
+    """Every span of at most ``reader.max_answer_length`` tokens of every passage, as distinct
+    answer texts with their best ``start + end`` logit over the passage's windows, best first.
+
+    This is an extractive reader's whole answer space, not its n-best list: a gold answer that
+    is a span of a retrieved passage is always a candidate, so the answer-set guarantee holds
+    however weak the reader is (a weak one just needs a lower threshold, i.e. larger sets)."""
+    from .reader.extractive import span_text
+
+    if len(questions) != len(passages_per_question):
+        raise OdqaBenchError(f"reader candidates: {len(questions)} questions but {len(passages_per_question)} passage lists")
+    pairs = [(qi, pi) for qi, ps in enumerate(passages_per_question) for pi in range(len(ps))]
+    contexts = [passages_per_question[q][p] for q, p in pairs]
+    win = reader.windows([questions[q] for q, _ in pairs], contexts)
+    best: list[dict[str, float]] = [{} for _ in pairs]
+    span_len = int(reader.max_answer_length)
+    for w, (st, en) in enumerate(reader.logits(win)):
+        offs = win.offsets[w][: len(st)]
+        ctx = np.array([t for t, o in enumerate(offs) if o is not None], dtype=np.int64)
+        if ctx.size == 0:
+            continue
+        a, b = np.triu_indices(ctx.size)
+        keep = ctx[b] - ctx[a] < span_len
+        s_tok, e_tok = ctx[a[keep]], ctx[b[keep]]
+        scores = np.asarray(st, dtype=np.float64)[s_tok] + np.asarray(en, dtype=np.float64)[e_tok]
+        pair = win.sample[w]
+        context, seen = contexts[pair], best[pair]
+        for s, e, sc in zip(s_tok.tolist(), e_tok.tolist(), scores.tolist()):
+            text = span_text(context, offs[s][0], offs[e][1])[0]
+            if text and sc > seen.get(text, -math.inf):
+                seen[text] = sc
+    out: list[list[list[tuple[str, float]]]] = [[[] for _ in ps] for ps in passages_per_question]
+    for j, (q, p) in enumerate(pairs):
+        out[q][p] = sorted(best[j].items(), key=lambda kv: (-kv[1], kv[0]))
+    return out

@@ -1,5 +1,6 @@
 """Split-conformal top-k and answer sets: quantile index by hand, coverage on exchangeable
-synthetic scores (hypothesis), monotonicity in alpha, and the run/qrels plumbing."""
+synthetic scores (hypothesis), monotonicity in alpha, the whole-corpus fallback, design effects,
+the run/qrels plumbing, reader span candidates, and the fold table."""
 from __future__ import annotations
 
 import math
@@ -9,21 +10,31 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from odqa_core.baseline.store import Record
 from odqa_core.conformal import (
+    AnswerCalibration,
     answer_coverage,
+    answer_outcomes,
     answer_sets,
     calibrate_answers,
     calibrate_k,
     calibrate_threshold,
     coverage,
+    coverage_slack,
+    covered,
+    design_effect,
     evaluate_conformal,
     gold_answer_scores,
     gold_ranks,
     gold_scores,
     quantile_index,
+    reader_candidates,
     set_sizes,
 )
 from odqa_core.errors import OdqaBenchError
+from odqa_core.metrics.qa import best_over_golds
+from odqa_core.reader.extractive import Windows
+from odqa_core.report.conformal_table import FoldRow, fold_frame, rows_from_records, summary_frame, write_tables
 from odqa_core.retrieval.run import Run
 
 FAST = settings(max_examples=25, deadline=None)
@@ -259,3 +270,161 @@ def test_answer_coverage_holds_over_random_splits() -> None:
     # splits share one pool of n questions: the pool's own draw dominates the error
     assert np.mean(covs) >= 1 - alpha - 3 * math.sqrt(alpha * (1 - alpha) / n)
     assert np.mean(sizes) < depth  # the reader threshold prunes: not every passage's answer is kept
+
+
+# --- the whole-corpus fallback -----------------------------------------------------------------
+
+def test_infinite_quantile_falls_back_to_the_whole_corpus() -> None:
+    ranks = np.array([1, 2, np.inf, np.inf, 3, 1, 1, 2, 1, np.inf])
+    assert calibrate_k(ranks, 0.2, n_docs=500) == 500  # 9th smallest is inf
+    assert calibrate_k(ranks, 0.5, n_docs=500) == 2  # finite quantiles are unchanged
+    assert calibrate_k(np.array([1.0, 2.0]), 0.1, n_docs=7) == 7  # too few calibration questions
+    test = np.array([1, 4, np.inf])
+    assert covered(test, 500, n_docs=500).tolist() == [1.0, 1.0, 1.0]  # the corpus holds every gold
+    assert covered(test, 2, n_docs=500).tolist() == [1.0, 0.0, 0.0]
+    assert coverage(test, None) == pytest.approx(2 / 3)  # no n_docs: the run's own depth
+    sc = np.array([[3.0, 2.0, -np.inf], [5.0, 4.0, 1.0]])
+    assert set_sizes(sc, k=500, n_docs=500).tolist() == [500, 500]
+    assert set_sizes(sc, k=2, n_docs=500).tolist() == [2, 2]
+    with pytest.raises(OdqaBenchError, match="n_docs"):
+        calibrate_k(ranks, 0.2, n_docs=0)
+
+
+def test_evaluate_conformal_with_n_docs_certifies_the_corpus() -> None:
+    run, qrels = _run()
+    res = evaluate_conformal(run, qrels, ["a", "b", "c"], ["d"], [0.3], n_docs=5)
+    assert res[0].k == 5 and res[0].coverage == 1.0 and res[0].mean_set_size == 5.0  # b's gold is unretrieved
+
+
+def test_gold_ranks_match_a_plain_loop_on_a_random_deep_run() -> None:
+    rng = np.random.default_rng(3)
+    n_docs, n_q, depth = 60, 40, 25
+    doc_ids = np.array([f"d{j}" for j in range(n_docs)], dtype=object)
+    idx = np.stack([rng.permutation(n_docs)[:depth] for _ in range(n_q)])
+    idx[rng.random(idx.shape) < 0.1] = -1  # padding holes
+    sc = -np.sort(-rng.random((n_q, depth)), axis=1)
+    qids = [f"q{i}" for i in range(n_q)]
+    qrels = {q: {f"d{j}": int(rng.integers(0, 3)) for j in rng.choice(n_docs, 3, replace=False)} | {"x": 1}
+             for q in qids}
+    run = Run(qids, doc_ids, idx, sc, "deep")
+    want = []
+    for i, q in enumerate(qids):
+        gold = {d for d, g in qrels[q].items() if g > 0}
+        hits = [r + 1 for r, j in enumerate(idx[i]) if j >= 0 and doc_ids[j] in gold]
+        want.append(float(hits[0]) if hits else math.inf)
+    assert gold_ranks(run, qrels).tolist() == want
+    assert gold_ranks(run, qrels, qids[::-1]).tolist() == want[::-1]
+
+
+# --- design effect and slack -------------------------------------------------------------------
+
+def test_design_effect_is_one_for_singletons_and_group_size_for_copies() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(float)
+    assert design_effect(y, [str(i) for i in range(400)]) == pytest.approx(1.0)
+    copies = np.repeat(y[:100], 4)  # every group of 4 identical questions
+    assert design_effect(copies, [str(i // 4) for i in range(400)]) == pytest.approx(4.0)
+    assert design_effect(np.ones(5), list("abcde")) == 1.0  # no variance: nothing to inflate
+    with pytest.raises(OdqaBenchError, match="group labels"):
+        design_effect(y, ["a"])
+
+
+def test_coverage_slack_grows_with_the_design_effect() -> None:
+    base = coverage_slack(0.1, 100, 400)
+    assert base == pytest.approx(3 * math.sqrt(0.09 * (1 / 102 + 1 / 400)))
+    assert coverage_slack(0.1, 100, 400, deff_cal=4.0, deff_test=4.0) == pytest.approx(2 * base)
+    with pytest.raises(OdqaBenchError, match="design effect"):
+        coverage_slack(0.1, 100, 400, deff_test=0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="aAb .,'\"《》가나", max_size=8),
+       golds=st.lists(st.text(alphabet="aAb .,'\"《》가나", max_size=8), max_size=3), lang=st.sampled_from(["en", "ko"]))
+def test_answer_hits_agree_with_best_over_golds(text: str, golds: list[str], lang: str) -> None:
+    run = Run(["q"], np.array(["d0"], dtype=object), np.array([[0]]), np.array([[1.0]]), "one")
+    rule = AnswerCalibration(0.1, 0.1, 1, -math.inf, 1, 1)
+    hits, sizes = answer_outcomes(run, [[[(text, 0.0)]]], {"q": golds}, rule, ["q"], lang)
+    assert hits[0] == best_over_golds(text, golds, lang)[0] and sizes[0] == 1
+
+
+def test_answer_outcomes_are_the_per_query_form_of_answer_coverage() -> None:
+    rng = np.random.default_rng(11)
+    run, qrels, cands, answers = _synthetic_qa(rng, 80, 6)
+    cal = calibrate_answers(run, qrels, cands, answers, run.query_ids[:40], 0.3, 0.15)
+    hits, sizes = answer_outcomes(run, cands, answers, cal, run.query_ids[40:])
+    res = answer_coverage(run, cands, answers, cal, run.query_ids[40:])
+    assert res.coverage == hits.mean() and res.mean_set_size == sizes.mean() and len(hits) == 40
+    assert set(np.unique(hits)) <= {0.0, 1.0}
+
+
+# --- reader span candidates --------------------------------------------------------------------
+
+class _FakeReader:
+    """Two windows over one passage, logits chosen by hand: stands in for the extractive reader
+    (same ``windows``/``logits``/``max_answer_length`` surface) without torch."""
+
+    max_answer_length = 2
+
+    def windows(self, questions: list[str], contexts: list[str]) -> Windows:
+        # context "ab cd ef": tokens [CLS] q [SEP] ab cd [SEP] / [CLS] q [SEP] cd ef [SEP]
+        off1 = [None, None, None, (0, 2), (2, 5), None]
+        off2 = [None, None, None, (3, 5), (5, 8), None]
+        return Windows([[0] * 6, [0] * 6], None, [off1, off2], [0, 0], [0, 0])
+
+    def logits(self, win: Windows) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.array([0, 0, 0, 1.0, 2.0, 0]), np.array([0, 0, 0, 0.5, 0.25, 0])),
+                (np.array([0, 0, 0, 3.0, 0.0, 0]), np.array([0, 0, 0, 0.0, 1.0, 0]))]
+
+
+def test_reader_candidates_enumerate_every_short_span_once() -> None:
+    out = reader_candidates(_FakeReader(), ["q"], [["ab cd ef"]])
+    got = dict(out[0][0])
+    # window 1: ab (1.5), ab cd (1.25), cd (2.25); window 2: cd (3.0), cd ef (4.0), ef (1.0)
+    assert got == {"ab": 1.5, "ab cd": 1.25, "cd": 3.0, "cd ef": 4.0, "ef": 1.0}
+    assert [t for t, _ in out[0][0]] == ["cd ef", "cd", "ab", "ab cd", "ef"]  # best first
+    with pytest.raises(OdqaBenchError, match="passage lists"):
+        reader_candidates(_FakeReader(), ["q", "r"], [["x"]])
+
+
+# --- the fold table ----------------------------------------------------------------------------
+
+def _rows() -> list[FoldRow]:
+    return [FoldRow("rank", "bm25", "ds", 0.1, 1, 0.92, 4.0, 4, 10, 40, 0.05),
+            FoldRow("rank", "bm25", "ds", 0.1, 2, 0.86, 6.0, 6, 10, 40, 0.05),
+            FoldRow("rank", "bm25", "ds", 0.1, 3, 0.95, 5.0, 5, 10, 40, 0.05),
+            FoldRow("rank", "tfidf", "ds", 0.1, 1, 0.90, 100.0, 100, 10, 40, 0.05, True)]
+
+
+def test_summary_frame_by_hand() -> None:
+    s = summary_frame(_rows()).set_index("retriever")
+    assert s.loc["bm25", "coverage_mean"] == pytest.approx(0.91)
+    assert s.loc["bm25", "coverage_std"] == pytest.approx(np.std([0.92, 0.86, 0.95], ddof=1))
+    assert s.loc["bm25", "coverage_min"] == 0.86 and s.loc["bm25", "min_cal"] == 2
+    assert s.loc["bm25", "shortfall"] == pytest.approx(0.04)
+    assert s.loc["bm25", "set_size_mean"] == pytest.approx(5.0) and s.loc["bm25", "folds"] == 3
+    assert s.loc["tfidf", "trivial_folds"] == 1 and s.loc["tfidf", "coverage_std"] == 0.0
+    assert fold_frame(_rows())["gap"].round(4).tolist() == [0.02, -0.04, 0.05, 0.0]
+
+
+def test_rows_from_records_and_write_tables(tmp_path) -> None:
+    def rec(cell: str, metric: str, value: float, **extra) -> Record:
+        return Record("conformal", cell, metric, value, per_query=[value] * 3, extra=extra)
+
+    cell = "test_conformal[bm25-kiwi/korquad-dev/alpha=0.1/cal=3]"
+    records = [rec(cell, "coverage", 0.9, n_cal=7, slack=0.1), rec(cell, "set_size", 2.0), rec(cell, "k_hat", 2.0),
+               rec(cell, "score_coverage", 0.8, n_cal=7), rec(cell, "score_set_size", 3.5),
+               rec("test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]", "coverage", 0.85),
+               rec("test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]", "set_size", 900.0),
+               rec("test_grid[bm25-kiwi/default/fold=1/k=5]", "hit@5", 0.5)]
+    rows = rows_from_records(records)
+    assert [(r.method, r.retriever, r.dataset, r.alpha, r.cal) for r in rows] == [
+        ("answer", "bm25-kiwi", "default", 0.2, 1), ("rank", "bm25-kiwi", "korquad-dev", 0.1, 3),
+        ("score", "bm25-kiwi", "korquad-dev", 0.1, 3)]
+    assert (rows[1].coverage, rows[1].set_size, rows[1].param, rows[1].n_cal, rows[1].slack) == (0.9, 2.0, 2.0, 7, 0.1)
+    paths = write_tables(rows, tmp_path, "t")
+    assert [p.name for p in paths] == ["t.csv", "t_folds.csv", "t.md"]
+    assert "| bm25-kiwi | 0.1 | 0.90 | 0.9000 ± 0.0000 | 0.9000 (3) |" in paths[2].read_text()
+    with pytest.raises(OdqaBenchError, match="no rows"):
+        write_tables([], tmp_path)
+    with pytest.raises(OdqaBenchError, match="method"):
+        FoldRow("top", "bm25", "ds", 0.1, 1, 0.9, 1.0)

@@ -29,6 +29,11 @@ def write_reports(result: GateResult, out_dir: str | Path, records: list[Record]
         atomic_write_text(out / "grid.csv", agg.to_csv(index=False))
         atomic_write_text(out / "grid.md", grid_markdown(agg))
         written += [out / "grid.csv", out / "grid.md"]
+    from .conformal_table import rows_from_records, write_tables
+
+    conformal_rows = rows_from_records(records or [])
+    if conformal_rows:
+        written += write_tables(conformal_rows, out, "conformal")
     plots: list[Path] = []
     try:
         from .geometry_plot import panels_from_records, write_geometry_plots

@@ -115,7 +115,18 @@ class _ShardActor:
         return self.shard.search(queries, k)
 
     def info(self) -> dict[str, int]:
-        return {"pid": os.getpid(), "rss": _rss_bytes()}
+        rss = _rss_bytes()
+        # the kernel's high-water mark lags its live counters by a few pages: never report less than now
+        return {"pid": os.getpid(), "rss": rss, "peak_rss": max(rss, _peak_rss_bytes())}
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (``ru_maxrss``: kilobytes on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _rss_bytes() -> int:
@@ -123,9 +134,7 @@ def _rss_bytes() -> int:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return _peak_rss_bytes()
 
 
 def _slice(corpus: Corpus, lo: int, hi: int) -> Corpus:
@@ -241,7 +250,8 @@ class RayShards:
         return list(self._actors)
 
     def actor_info(self) -> list[dict[str, int]]:
-        """Per shard: the actor's pid and resident memory in bytes."""
+        """Per shard: the actor's pid, resident memory now (``rss``) and at its peak
+        (``peak_rss``), in bytes."""
         return self._get([a.info.remote() for a in self._actors])
 
     def close(self) -> None:

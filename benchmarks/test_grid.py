@@ -11,7 +11,8 @@ Full profile (marker ``full``, ``tox -e full``): KorQuAD 1.0 dev (964 paragraphs
 questions; the issue's grid), k 5/10/20/30, zero-shot MiniLM L2/L4/L6 and e5-small L3/L6/L12
 for dense, hybrid and sequential (passages at 256 tokens), and DPR trained per fold: MiniLM
 L2/L4/L6 fully fine-tuned and e5-small L3 with LoRA r=8, ``FULL_DPR_STEPS`` steps of 16
-questions (a CPU budget; ``ODQA_DPR_EPOCHS=N`` trains N whole epochs instead). korquad-open's
+questions with passages cut to 128 tokens (a CPU budget; ``ODQA_DPR_EPOCHS=N`` trains N
+whole epochs instead). korquad-open's
 dense cells are in ``test_open_domain.py``.
 """
 from __future__ import annotations
@@ -30,10 +31,12 @@ N_FOLDS, FOLD_SEED, DEPTH = 5, 0, 100
 SPARSE_TOKENIZER = "kiwi"
 QUICK_DPR_STEPS = 30
 FULL_DATASET = "korquad-dev"
-FULL_DPR_STEPS = 100
+FULL_DPR_STEPS = 50
 FULL_MAX_LENGTH = 256
+FULL_DPR_MAX_LENGTH = 128        # passages in DPR training and in its index: the CPU budget
 FULL_ZERO_SHOT = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3"), ("e5-small", "L6"),
                   ("e5-small", "L12")]
+FULL_DENSE_ONLY = [("use-m", "-")]   # USE-multilingual: one size, numpy, no training path
 FULL_DPR = [("minilm", "L2"), ("minilm", "L4"), ("minilm", "L6"), ("e5-small", "L3")]
 LORA = {"e5-small": 8}           # DPR on e5-small trains LoRA adapters of this rank; MiniLM trains fully
 LORA_LR = 5e-4
@@ -48,7 +51,7 @@ def _cells():
                 yield pytest.param(r, m, s, "default", fold, k, id=_id(r, m, s, "default", fold, k))
     full = [("bm25", "-", "-"), ("tfidf", "-", "-")] + [
         (r, m, s) for r in ("dense", "hybrid", "sequential") for m, s in FULL_ZERO_SHOT] + [
-        ("dpr", m, s) for m, s in FULL_DPR]
+        ("dense", m, s) for m, s in FULL_DENSE_ONLY] + [("dpr", m, s) for m, s in FULL_DPR]
     for r, m, s in full:
         for fold in range(1, N_FOLDS + 1):
             for k in (5, 10, 20, 30):
@@ -66,6 +69,8 @@ def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> d
     length = {} if quick else {"max_length": FULL_MAX_LENGTH}
     if retriever in ("bm25", "tfidf"):
         return {"tokenizer": SPARSE_TOKENIZER}
+    if retriever == "dense" and size == "-":
+        return {"model": model}  # a family without sizes or a token limit to set
     if retriever == "dense":
         return {"model": model, "size": size, **length}
     if retriever in ("hybrid", "sequential"):
@@ -75,14 +80,18 @@ def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> d
     return {"dataset": cached_dataset(dataset), "fold": fold, "n_folds": N_FOLDS, "fold_seed": FOLD_SEED,
             "base": model, "size": size, "steps": QUICK_DPR_STEPS if quick else (None if epochs else FULL_DPR_STEPS),
             "epochs": max(epochs, 1), "bm25_tokenizer": SPARSE_TOKENIZER, "batch_size": 8 if quick else 16,
-            "max_length_p": 128 if quick else FULL_MAX_LENGTH, **lora, **({} if quick else {"dense": length})}
+            "max_length_p": 128 if quick else FULL_DPR_MAX_LENGTH, **lora,
+            **({} if quick else {"dense": {"max_length": FULL_DPR_MAX_LENGTH}})}
 
 
 @cache
 def grid_run(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
-    """One run per retriever setting (per fold for DPR, whose weights depend on the fold)."""
+    """One run per retriever setting; DPR's weights depend on the fold, so its run covers only
+    that fold's held-out questions (encoding the rest would be thrown away)."""
     ds = cached_dataset(dataset)
     r = get_retriever(retriever, **_params(retriever, model, size, dataset, fold)).index(ds.corpus)
+    if retriever == "dpr":
+        ds = ds.subset_queries(_folds(dataset)[fold - 1].test_query_ids)
     return retrieve(r, ds, DEPTH)
 
 

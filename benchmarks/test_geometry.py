@@ -161,8 +161,11 @@ def test_geometry(model: str, size: str, dataset: str, stage: str, odqa_record: 
                   cosine_cells: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     ds = cached_dataset(dataset)
     fold = _fold_of(stage)
-    emb = embed(_dense_retriever(model, size, dataset, fold), ds)
     folds = _folds(dataset)
+    if fold is not None:
+        # a fold's DPR model only meets its held-out questions (the grid cached exactly those)
+        ds = ds.subset_queries(folds[fold - 1])
+    emb = embed(_dense_retriever(model, size, dataset, fold), ds)
     parts = [fold_geometry(emb, ds, ids, random_rows(dataset)) for ids in (folds if fold is None else [folds[fold - 1]])]
     qids = [q for p in parts for q in p.query_ids]
     pos = np.concatenate([p.positive for p in parts])

@@ -34,10 +34,12 @@ def grid_markdown(agg: pd.DataFrame) -> str:
     if agg.empty:
         return ""
     out = []
+    # one table per metric family (hit, mrr, ...) with the cut-offs as columns
+    agg = agg.assign(metric=agg["metric"].str.replace(r"@\d+$", "", regex=True))
     for (suite, dataset, metric), part in agg.groupby(["suite", "dataset", "metric"], sort=True):
         wide = part.assign(cell=[f"{m:.4f} ± {s:.4f}" for m, s in zip(part["mean"], part["std"])]) \
-                   .pivot(index="retriever", columns="k", values="cell")
-        out.append(f"### {suite} · {dataset} · {metric} (mean ± std over folds)\n")
+                   .pivot(index="retriever", columns="k", values="cell").fillna("")
+        out.append(f"### {suite} · {dataset} · {metric}@k (mean ± std over folds)\n")
         out.append("| retriever | " + " | ".join(f"k={k}" for k in wide.columns) + " |")
         out.append("|---|" + "---:|" * len(wide.columns))
         for name, row in wide.iterrows():

@@ -1,0 +1,31 @@
+"""The grid's aggregated table: mean ± std over folds, one table per metric family with the
+cut-offs as columns; cells without folds and information records stay out."""
+from __future__ import annotations
+
+import statistics
+
+from odqa_core.baseline.store import Record
+from odqa_core.report.grid import grid_frame, grid_markdown
+
+
+def _rec(name: str, fold: int, k: int, metric: str, value: float, kind: str = "quality") -> Record:
+    return Record("grid", f"test_grid[{name}/korquad-dev/fold={fold}/k={k}]", metric, value, kind=kind)
+
+
+def test_mean_and_sample_std_over_folds_with_k_as_columns() -> None:
+    vals = {5: [0.90, 0.94, 0.92], 20: [0.97, 0.99, 0.98]}
+    records = [_rec("bm25-kiwi", f + 1, k, f"hit@{k}", v) for k, vs in vals.items() for f, v in enumerate(vs)]
+    records += [_rec("bm25-kiwi", 1, 5, "seconds", 3.0, kind="info"),
+                Record("retrieval", "test_retrieval[bm25-kiwi/korquad-dev/k=5]", "hit@5", 0.1)]
+    agg = grid_frame(records)
+    assert set(agg["metric"]) == {"hit@5", "hit@20"} and (agg["folds"] == 3).all()
+    row = agg[agg["metric"] == "hit@5"].iloc[0]
+    assert abs(row["mean"] - 0.92) < 1e-12 and abs(row["std"] - statistics.stdev(vals[5])) < 1e-12
+    md = grid_markdown(agg)
+    assert md.count("### ") == 1 and "hit@k" in md
+    assert "| retriever | k=5 | k=20 |" in md
+    assert f"| bm25-kiwi | 0.9200 ± {statistics.stdev(vals[5]):.4f} | 0.9800 ± {statistics.stdev(vals[20]):.4f} |" in md
+
+
+def test_no_fold_cells_give_no_table() -> None:
+    assert grid_markdown(grid_frame([Record("retrieval", "test_x[bm25/default/k=5]", "hit@5", 0.5)])) == ""

@@ -341,7 +341,7 @@ def test_dense_runs_the_fast_backend_by_default_and_torch_on_request():
 
 
 @pytest.mark.parametrize("groups", [6, 30])  # ~15 copies per vector (beyond the margin) or ~3 (inside the top k)
-@pytest.mark.parametrize("k", [1, 5, 12])
+@pytest.mark.parametrize("k", [1, 5, 12, 120])  # 120: more than the 90 passages, padded
 def test_ties_across_the_cutoff_match_bruteforce(k, groups):
     """Groups of identical passages, some larger than the re-search margin, straddle the cut-off
     in some rows and sit inside it in others: the ranking must equal the exact top-k with

@@ -95,7 +95,7 @@ def faiss_topk(index: Any, qemb: np.ndarray, k: int, ties: np.ndarray) -> tuple[
     tied = (sc[:, 1:] == sc[:, :-1]) & (idx[:, 1:] >= 0)
     tied_rows = np.flatnonzero(tied.any(axis=1))
     if len(tied_rows):
-        idx[tied_rows], sc[tied_rows] = sort_rows(idx[tied_rows], sc[tied_rows], ties, k)
+        idx[tied_rows], sc[tied_rows] = sort_rows(idx[tied_rows], sc[tied_rows], ties, idx.shape[1])
     if kk > k and boundary.any():
         idx[rows], sc[rows] = idx_w, sc_w
     if idx.shape[1] < k:

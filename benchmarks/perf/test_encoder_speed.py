@@ -149,3 +149,26 @@ def test_encoder_speed_cuda_fp16(kowiki: Dataset, benchmark: Any, odqa_record: A
                                  "speedup_vs_torch_fp32": ratio, "min_cosine": float(cos.min())})
     assert float(cos.mean()) >= 0.99
     benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
+
+
+@pytest.mark.perf
+@pytest.mark.full
+@pytest.mark.realdata
+def test_use_m_throughput(kowiki: Dataset, benchmark: Any, odqa_record: Any) -> None:
+    """USE-multilingual (numpy, one size, no other backend): passages/s on the same sample, and
+    its speed relative to e5-small L12 in torch float32 at 256 tokens, timed in the same rounds."""
+    use_m = get_encoder("use-m")
+    e5 = base_encoder("e5-small", "L12", 256)
+    texts = passage_sample(kowiki)
+    run = lambda: use_m.encode(texts, kind="passage")  # noqa: E731
+    reference = lambda: e5.encode(texts, kind="passage", batch_size=64)  # noqa: E731
+    emb = run()
+    reference()
+    ratio, t_ref, t_ours = timed_ratio(reference, run)
+    odqa_record.dataset(kowiki)
+    odqa_record("passages_per_s", len(texts) / t_ours, kind="info", model="use-m")
+    odqa_record("speed_vs_e5_small_L12_fp32", ratio, kind="info")
+    benchmark.extra_info.update({"model": "use-m", "passages": len(texts), "passages_per_s": len(texts) / t_ours,
+                                 "e5_small_L12_fp32_passages_per_s": len(texts) / t_ref})
+    assert emb.shape == (len(texts), use_m.dim) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)

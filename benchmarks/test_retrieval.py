@@ -71,6 +71,7 @@ DENSE_REFERENCES = [
     pytest.param("e5-small", "L12", "auto", None, id="dense-e5-small-L12/scifact",
                  marks=(pytest.mark.full, pytest.mark.realdata)),
 ]
+MAX_LENGTH = 256  # MiniLM's own limit; e5-small is cut to it too (most SciFact abstracts fit)
 
 
 @pytest.mark.parametrize("model,size,backend,published", DENSE_REFERENCES)
@@ -78,7 +79,8 @@ def test_scifact_dense_reference(model, size, backend, published, odqa_record):
     from odqa_core.retrieval import get_retriever, retrieve
 
     ds = cached_dataset("scifact")
-    r = get_retriever("dense", model=model, size=size, backend=backend, show_progress=True).index(ds.corpus)
+    r = get_retriever("dense", model=model, size=size, backend=backend, max_length=MAX_LENGTH,
+                      show_progress=True).index(ds.corpus)
     run = retrieve(r, ds, 100)
     odqa_record.dataset(ds)
     m = evaluate(run, ds.qrels, ["ndcg@10", "recall@100"])

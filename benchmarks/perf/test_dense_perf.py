@@ -237,7 +237,11 @@ def test_faiss_search(index: str, scifact: Dataset, scifact_embeddings: Embeddin
     recall = np.array([len(set(a[a >= 0]) & set(e[e >= 0])) / max(1, int((e >= 0).sum())) for a, e in zip(approx, exact)])
 
     odqa_record.dataset(scifact)
-    odqa_record("recall@10_vs_flat", per_query=recall, query_ids=list(scifact.query_ids), embeddings=emb.source)
+    # gated only on real SciFact vectors; seeded random ones (a cold cache) measure the index on
+    # structureless data, a different quantity, recorded apart as information
+    real = emb.source != "random"
+    odqa_record("recall@10_vs_flat" if real else "recall@10_vs_flat_random_vectors", per_query=recall,
+                query_ids=list(scifact.query_ids), kind="quality" if real else "info", embeddings=emb.source)
     odqa_record("overhead_vs_raw_faiss", overhead, higher_is_better=False, kind="speed",
                 goal=GOALS["overhead_vs_raw_faiss"], embeddings=emb.source, k=K)
     odqa_record("p50_overhead_vs_raw_faiss", p50 / raw_p50, higher_is_better=False, kind="speed", embeddings=emb.source)
@@ -251,7 +255,7 @@ def test_faiss_search(index: str, scifact: Dataset, scifact_embeddings: Embeddin
                                  "raw_p95_ms": raw_p95 * 1e3, "recall@10_vs_flat": float(recall.mean())})
     if index == "flat":
         assert recall.min() == 1.0  # the same exact search
-    elif emb.source != "random":
+    elif real:
         assert recall.mean() > 0.8, f"{index} finds only {recall.mean():.3f} of Flat's top 10"
     benchmark.pedantic(ours, rounds=5, warmup_rounds=1, iterations=1)
 

@@ -4,8 +4,10 @@ Each cell first checks that the shards return exactly the single-process ranking
 scores), then times the sharded search against single-process bm25 in the same process,
 interleaved, fastest of several rounds: once against bm25 as it ships (the numba kernel) and
 once against its numpy path, the kernel every shard runs, so the second ratio isolates what
-sharding itself costs. Ratios are gated as speed (``kind="speed"``); absolute queries/s and each
-actor's resident and peak memory are reported (``kind="info"``). One local Ray per module
+sharding itself costs. Everything timed is reported, not gated (``kind="info"``): with two or
+four actor processes and the driver on two cores, inter-process latency under any background
+load moved the 2-shard ratio tenfold between runs, which no tolerance can tell from a
+regression. The exact-equality check is what fails. One local Ray per module
 (``num_cpus=2``, no dashboard), shut down at the end; the module skips when ray is missing.
 """
 from __future__ import annotations
@@ -73,8 +75,8 @@ def test_ray_scale(shards: int, scifact: Dataset, singles: dict[str, Any], local
         peak = [a["peak_rss"] / MB for a in info]
 
         odqa_record.dataset(scifact)
-        odqa_record("qps_ratio_vs_bm25", t_auto / t_ray, kind="speed", shards=shards, k=K, peer="bm25 (auto backend)")
-        odqa_record("qps_ratio_vs_bm25_numpy", t_numpy / t_ray, kind="speed", shards=shards, k=K,
+        odqa_record("qps_ratio_vs_bm25", t_auto / t_ray, kind="info", shards=shards, k=K, peer="bm25 (auto backend)")
+        odqa_record("qps_ratio_vs_bm25_numpy", t_numpy / t_ray, kind="info", shards=shards, k=K,
                     peer="bm25 (numpy backend)")
         odqa_record("qps", n / t_ray, kind="info", shards=shards)
         odqa_record("bm25_qps", n / t_auto, kind="info")

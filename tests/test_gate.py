@@ -257,3 +257,14 @@ def test_regressed_queries_carry_their_gold_rank_move():
     (c,) = res.by_status("regressed")
     assert c.query_notes["q0"] == "gold rank 1 → 7"
     assert "`q0` 1 → 0 (gold rank 1 → 7)" in to_markdown(res)
+
+
+def test_baselines_keep_per_query_vectors_only_where_the_gate_reads_them() -> None:
+    """Quality and speed vectors are compared query by query; information ones are not, except
+    the gold ranks printed beside moved queries, so the others stay out of the file."""
+    recs = [Record("s", "c", "ndcg@10", 0.5, per_query=[0.0, 1.0], query_ids=["a", "b"]),
+            Record("s", "c", "gold_rank", 2.0, kind="info", per_query=[1.0, 3.0], query_ids=["a", "b"]),
+            Record("s", "c", "pos_cosine", 0.7, kind="info", per_query=[0.6, 0.8], query_ids=["a", "b"])]
+    metrics = records_to_cells(recs)["c"]["metrics"]
+    assert "per_query" in metrics["ndcg@10"] and "per_query" in metrics["gold_rank"]
+    assert "per_query" not in metrics["pos_cosine"] and metrics["pos_cosine"]["value"] == 0.7

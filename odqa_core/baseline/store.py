@@ -76,13 +76,18 @@ class Record:
         return cls(**obj)
 
 
+# Information metrics are never compared, so their per-query vectors would only bloat the
+# baseline files; the gate reads just these (the gold ranks it prints beside moved queries).
+INFO_VECTORS_KEPT = frozenset({"gold_rank"})
+
+
 def records_to_cells(records: list[Record]) -> dict[str, dict[str, Any]]:
     """Group a suite's records into baseline cells."""
     cells: dict[str, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (r.cell, r.metric)):
         cell = cells.setdefault(r.cell, {"dataset": r.dataset, "dataset_sha256": r.dataset_sha256, "metrics": {}})
         m: dict[str, Any] = {"value": _num(r.value), "higher_is_better": bool(r.higher_is_better), "kind": r.kind}
-        if r.per_query is not None:
+        if r.per_query is not None and (r.kind != "info" or r.metric in INFO_VECTORS_KEPT):
             m["n"] = len(r.per_query)
             m["per_query"] = pack_vector(r.per_query)
             if r.query_ids is not None:

@@ -136,12 +136,15 @@ def speed_ratio(peer_seconds: float, our_seconds: float) -> float:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on ``n`` intra-op threads, then restore. Small ops on a shared 2-core VM stall
-    at every parallel-region barrier when a sibling thread is descheduled; one thread keeps
-    per-query latencies from blowing up 50-fold under background load."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads, then restore (``None``: leave them). Small ops on a
+    shared 2-core VM stall at every parallel-region barrier when a sibling thread is descheduled;
+    one thread keeps per-query latencies from blowing up 50-fold under background load."""
     import torch
 
+    if n is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import OdqaBenchError
-from .base import Kind
+from ..perfstats import torch_threads
+from .base import Kind, check_encode_args
 from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, token_batches, tokenize
 from .onnx_export import OPSET, OnnxSettings, Probe, model_input_names, onnx_model_path
 
@@ -114,22 +114,6 @@ def resolve_backend(name: str, device: str = "cpu") -> str:
     if backend in _ONNX_VARIANTS and not _onnx_available():
         raise OdqaBenchError(f"encoder backend {backend!r} needs the onnx and onnxruntime packages (pip install onnx onnxruntime)")
     return backend
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads for the duration of one encode call only."""
-    import torch
-
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _weights_identity(base: Any, model: Any, tower: str) -> str:
@@ -240,10 +224,7 @@ class BackendEncoder:
     def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
         """L2-normalised float32 embeddings of ``texts`` in input order."""
-        if isinstance(texts, str):
-            raise OdqaBenchError(f"encoder {self.name}: encode takes a list of texts, not a single string")
-        if kind not in ("query", "passage"):
-            raise OdqaBenchError(f"encoder {self.name}: kind must be 'query' or 'passage', got {kind!r}")
+        check_encode_args(self.name, texts, kind)
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -282,7 +263,7 @@ class BackendEncoder:
             return model(**inputs).last_hidden_state.float().cpu().numpy()
 
         threads = self.threads if device_type == "cpu" else None
-        with _torch_threads(threads), torch.inference_mode(), amp:
+        with torch_threads(threads), torch.inference_mode(), amp:
             return self._run(tok, forward, kind, show_progress)
 
 

@@ -5,7 +5,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-__all__ = ["Encoder", "Kind"]
+from ..errors import OdqaBenchError
+
+__all__ = ["Encoder", "Kind", "check_encode_args"]
 
 Kind = Literal["query", "passage"]
 
@@ -26,3 +28,11 @@ class Encoder(Protocol):
 
     def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray: ...
+
+
+def check_encode_args(name: str, texts: object, kind: str) -> None:
+    """One clear error for the two usual misuses of ``encode``: a bare string, an unknown kind."""
+    if isinstance(texts, str):
+        raise OdqaBenchError(f"encoder {name}: encode takes a list of texts, not a single string")
+    if kind not in ("query", "passage"):
+        raise OdqaBenchError(f"encoder {name}: kind must be 'query' or 'passage', got {kind!r}")

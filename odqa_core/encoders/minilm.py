@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 from ..io import sha256_file
-from .base import Kind
+from .base import Kind, check_encode_args
 
 __all__ = [
     "HFEncoder",
@@ -101,10 +101,7 @@ class HFEncoder:
         import torch
         from tqdm.auto import tqdm
 
-        if isinstance(texts, str):
-            raise OdqaBenchError(f"encoder {self.name}: encode takes a list of texts, not a single string")
-        if kind not in ("query", "passage"):
-            raise OdqaBenchError(f"encoder {self.name}: kind must be 'query' or 'passage', got {kind!r}")
+        check_encode_args(self.name, texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OdqaBenchError(f"encoder {self.name}: batch_size must be a positive integer, got {batch_size!r}")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odqa_core.encoders.batching import Tokenized, pad_batch, pool, token_batches
+from odqa_core.encoders.batching import Tokenized, encode_batched, pad_batch, pool, token_batches
 from odqa_core.errors import OdqaBenchError
 
 torch = pytest.importorskip("torch")
@@ -93,6 +93,20 @@ def test_pad_batch_and_pool_ignore_padding() -> None:
     np.testing.assert_allclose(pool(hidden, feed["attention_mask"], "cls")[1], [1, 0])
     with pytest.raises(OdqaBenchError, match="pooling"):
         pool(hidden, feed["attention_mask"], "max")
+
+
+def test_encode_batched_takes_pooled_vectors_from_the_forward() -> None:
+    """``forward_pools``: the forward returns sentence vectors (pooled where the states live); they
+    land in input order, and a forward that still returns token states is refused."""
+    tok = Tokenized(ids=[[5, 6, 7], [8], [9, 9]], type_ids=None, pad_id=0)
+
+    def pooled(feed: dict) -> np.ndarray:
+        return feed["input_ids"][:, :1].astype(np.float32) * np.ones((1, 2), dtype=np.float32)
+
+    got = encode_batched(tok, pooled, 2, max_tokens=4, forward_pools=True)
+    np.testing.assert_array_equal(got[:, 0], [5, 8, 9])
+    with pytest.raises(OdqaBenchError, match="returned shape"):
+        encode_batched(tok, lambda feed: np.zeros((len(feed["input_ids"]), 3, 2), np.float32), 2, forward_pools=True)
 
 
 # --- backend choice ------------------------------------------------------------------------------
@@ -195,6 +209,16 @@ def test_torch_bf16_stays_close(tiny: HFEncoder) -> None:
     got = wrap_backend(tiny, "torch-bf16").encode(TEXTS)
     assert float((got * ref).sum(1).min()) >= 0.99
     assert not np.array_equal(got, ref)
+
+
+def test_half_precision_copy_leaves_the_base_in_float32(tiny: HFEncoder) -> None:
+    """The CUDA float16/bfloat16 paths run a converted copy, made once per tower; the base encoder
+    (the float32 reference shared with other backends) keeps its weights."""
+    w = wrap_backend(tiny, "torch-bf16")
+    half = w._half_model(tiny.model, "passage", torch.bfloat16)
+    assert half is w._half_model(tiny.model, "passage", torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    assert next(tiny.model.parameters()).dtype == torch.float32
 
 
 # --- onnx backends -------------------------------------------------------------------------------

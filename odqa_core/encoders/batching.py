@@ -123,9 +123,12 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, prefix: str 
 
 def encode_batched(tok: Tokenized, forward: Callable[[dict[str, np.ndarray]], np.ndarray], dim: int, *,
                    pooling: str = "mean", max_tokens: int = DEFAULT_MAX_TOKENS, max_batch: int | None = None,
-                   sort: bool = True, show_progress: bool = False, desc: str = "encode") -> np.ndarray:
+                   sort: bool = True, show_progress: bool = False, desc: str = "encode",
+                   forward_pools: bool = False) -> np.ndarray:
     """Run ``forward(padded batch) -> (batch, seq, dim)`` token states over token-budget batches,
-    pool each batch and put its rows back in input order."""
+    pool each batch and put its rows back in input order. With ``forward_pools`` the forward
+    returns L2-normalised ``(batch, dim)`` vectors itself (pooling where the states live: on a GPU,
+    copying every token state back to the host costs more than the model)."""
     from tqdm.auto import tqdm
 
     n = len(tok.ids)
@@ -136,8 +139,8 @@ def encode_batched(tok: Tokenized, forward: Callable[[dict[str, np.ndarray]], np
     for rows in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
         feed = pad_batch(tok, rows)
         hidden = forward(feed)
-        if hidden.shape[0] != len(rows) or hidden.shape[-1] != dim:
+        if hidden.shape[0] != len(rows) or hidden.shape[-1] != dim or hidden.ndim != (2 if forward_pools else 3):
             raise OdqaBenchError(f"{desc}: the model returned shape {tuple(hidden.shape)} for a batch of "
                                  f"{len(rows)} (expected width {dim})")
-        out[rows] = pool(hidden, feed["attention_mask"], pooling)
+        out[rows] = hidden if forward_pools else pool(hidden, feed["attention_mask"], pooling)
     return out

@@ -5,9 +5,9 @@ distractors. Two hit definitions, named apart: ``hit@k`` (the gold paragraph is 
 Quick profile: bm25 and tfidf with regex words over the full corpus and all 5,774 questions
 (seconds). Full profile (marker ``full``): Kiwi morphemes (minutes to tokenise 30k passages cold,
 cached after), and the dense side at 256 tokens with the default CPU encoder backend: e5-small
-L12 and MiniLM L6 zero-shot, the bm25-kiwi + e5-small hybrid and bm25-kiwi top-100 re-ranked by
-e5-small. Encoding the corpus cold takes about 20 minutes (e5-small, 2 cores) and 15 (MiniLM);
-the embeddings are cached after. DPR (e5-small L3, LoRA r=8, the grid's 50-step budget) is
+L12/L6/L3 and MiniLM L6 zero-shot, the bm25-kiwi + e5-small L12 hybrid and bm25-kiwi top-100
+re-ranked by e5-small L12. Encoding the corpus cold takes about 20 minutes for e5-small L12 on
+2 cores (12 for L6, 5 for L3) and 15 for MiniLM L6; the embeddings are cached after. DPR (e5-small L3, LoRA r=8, the grid's 50-step budget) is
 trained per fold on korquad-open itself (hard negatives mined from the full corpus, folds split
 KorQuAD articles, the distractors always indexed) and scored on its held-out fold; ids read like
 ``dpr-e5-small-L3/korquad-open/fold=2/k=5``.
@@ -30,8 +30,8 @@ MAX_LENGTH = 256
 COMBOS = [("bm25", "regex", ()), ("tfidf", "regex", ()), ("bm25", "kiwi", (pytest.mark.full,)),
           ("tfidf", "kiwi", (pytest.mark.full,))]
 # (retriever, model, size): built by ``dense_run``; all full profile
-DENSE = [("dense", "e5-small", "L12"), ("dense", "minilm", "L6"), ("hybrid", "e5-small", "L12"),
-         ("sequential", "e5-small", "L12")]
+DENSE = [("dense", "e5-small", "L12"), ("dense", "e5-small", "L6"), ("dense", "e5-small", "L3"),
+         ("dense", "minilm", "L6"), ("hybrid", "e5-small", "L12"), ("sequential", "e5-small", "L12")]
 CELLS = [pytest.param(("sparse", r, t), k, id=f"{r}-{t}/{DATASET}/k={k}", marks=m) for r, t, m in COMBOS for k in KS]
 CELLS += [pytest.param(("dense", r, m, s), k, id=f"{r}-{m}-{s}/{DATASET}/k={k}", marks=pytest.mark.full)
           for r, m, s in DENSE for k in KS]

@@ -7,10 +7,10 @@ Quick profile: bm25 and tfidf with regex words over the full corpus and all 5,77
 cached after), and the dense side at 256 tokens with the default CPU encoder backend: e5-small
 L12/L6/L3 and MiniLM L6 zero-shot, the bm25-kiwi + e5-small L12 hybrid and bm25-kiwi top-100
 re-ranked by e5-small L12. Encoding the corpus cold takes about 20 minutes for e5-small L12 on
-2 cores (12 for L6, 5 for L3) and 15 for MiniLM L6; the embeddings are cached after. DPR (e5-small L3, LoRA r=8, the grid's 50-step budget) is
-trained per fold on korquad-open itself (hard negatives mined from the full corpus, folds split
-KorQuAD articles, the distractors always indexed) and scored on its held-out fold; ids read like
-``dpr-e5-small-L3/korquad-open/fold=2/k=5``.
+2 cores (12 for L6, 5 for L3) and 15 for MiniLM L6; the embeddings are cached after. DPR
+(e5-small L3, LoRA r=8, the grid's 50-step budget) is trained per fold on korquad-open itself
+(hard negatives mined from the full corpus, folds split KorQuAD articles, the distractors always
+indexed) and scored on its held-out fold; ids read like ``dpr-e5-small-L3/korquad-open/fold=2/k=5``.
 """
 from __future__ import annotations
 

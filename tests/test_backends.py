@@ -212,11 +212,12 @@ def test_torch_bf16_stays_close(tiny: HFEncoder) -> None:
 
 
 def test_half_precision_copy_leaves_the_base_in_float32(tiny: HFEncoder) -> None:
-    """The CUDA float16/bfloat16 paths run a converted copy, made once per tower; the base encoder
-    (the float32 reference shared with other backends) keeps its weights."""
+    """The CUDA float16/bfloat16 paths run a converted copy, made once per tower (queries share the
+    passage tower's copy when there is one tower); the base (the float32 reference) keeps its weights."""
     w = wrap_backend(tiny, "torch-bf16")
-    half = w._half_model(tiny.model, "passage", torch.bfloat16)
-    assert half is w._half_model(tiny.model, "passage", torch.bfloat16)
+    model, tower = w._model("query")
+    half = w._half_model(model, tower, torch.bfloat16)
+    assert half is w._half_model(*w._model("passage"), torch.bfloat16)
     assert next(half.parameters()).dtype == torch.bfloat16
     assert next(tiny.model.parameters()).dtype == torch.float32
 

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import OdqaBenchError
 from ..perfstats import torch_threads
 from .base import Kind, check_encode_args
-from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, token_batches, tokenize
+from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, pool_torch, token_batches, tokenize
 from .onnx_export import OPSET, OnnxSettings, Probe, model_input_names, onnx_model_path
 
 __all__ = [
@@ -234,13 +234,13 @@ class BackendEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        model, _ = self._model(kind)
+        model, tower = self._model(kind)
         prefix = getattr(self.base, "query_prefix" if kind == "query" else "passage_prefix", "") or ""
         tok = tokenize(self.base.tokenizer, texts, self.base.max_length, prefix,
                        with_types="token_type_ids" in model_input_names(model))
         if self.backend in _ONNX_VARIANTS:
             return self._encode_onnx(tok, kind, show_progress)
-        return self._encode_torch(tok, model, kind, show_progress)
+        return self._encode_torch(tok, model, tower, kind, show_progress)
 
     def _run(self, tok: Tokenized, forward: Any, kind: str, show_progress: bool, forward_pools: bool = False) -> np.ndarray:
         return encode_batched(tok, forward, self.dim, pooling=self.base.pooling, max_tokens=self.max_tokens,
@@ -255,7 +255,7 @@ class BackendEncoder:
 
         return self._run(tok, forward, kind, show_progress)
 
-    def _encode_torch(self, tok: Tokenized, model: Any, kind: str, show_progress: bool) -> np.ndarray:
+    def _encode_torch(self, tok: Tokenized, model: Any, tower: str, kind: str, show_progress: bool) -> np.ndarray:
         import torch
 
         dtype = _TORCH_DTYPES[self.backend]
@@ -264,29 +264,23 @@ class BackendEncoder:
             dtype = self.base.autocast_dtype
         if on_cuda and dtype is not None and self.backend != "torch-fp32":
             # a half-precision copy of the weights: autocast would re-cast them on every call
-            model, amp = self._half_model(model, kind, getattr(torch, dtype)), contextlib.nullcontext()
+            model, amp = self._half_model(model, tower, getattr(torch, dtype)), contextlib.nullcontext()
         else:
             amp = (torch.autocast("cuda" if on_cuda else "cpu", dtype=getattr(torch, dtype)) if dtype is not None
                    else contextlib.nullcontext())
-        mean = self.base.pooling == "mean"
 
         def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
             inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in feed.items()}
-            hidden = model(**inputs).last_hidden_state.float()
-            if mean:
-                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                vec = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-            else:
-                vec = hidden[:, 0]
-            return torch.nn.functional.normalize(vec, p=2, dim=1).cpu().numpy()
+            hidden = model(**inputs).last_hidden_state
+            return pool_torch(hidden, inputs["attention_mask"], self.base.pooling).cpu().numpy()
 
         threads = self.threads if not on_cuda else None
         with torch_threads(threads), torch.inference_mode(), amp:
             return self._run(tok, forward, kind, show_progress, forward_pools=True)
 
-    def _half_model(self, model: Any, kind: str, dtype: Any) -> Any:
+    def _half_model(self, model: Any, tower: str, dtype: Any) -> Any:
         """A copy of ``model`` in ``dtype`` on the GPU, made once per tower (the base keeps float32)."""
-        key = f"half:{kind}:{dtype}"
+        key = f"{tower}:{dtype}"
         if key not in self._half:
             import copy
 
@@ -301,8 +295,8 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
     """``encoder`` (an HFEncoder) run by ``backend`` (one of :data:`BACKENDS` or ``auto``) with
     token-budget batching; the result is an :class:`Encoder` whose fingerprint names the backend
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and
-    :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or torch's own
-    setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
+    :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or
+    torch's own setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
     int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`)."""
     if isinstance(encoder, BackendEncoder):
         encoder = encoder.base

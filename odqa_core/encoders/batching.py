@@ -20,6 +20,7 @@ __all__ = [
     "token_batches",
     "pad_batch",
     "pool",
+    "pool_torch",
     "tokenize",
     "encode_batched",
 ]
@@ -108,6 +109,21 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str = "mean") -> np.ndar
         vec = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
     norms = np.linalg.norm(vec, axis=1, keepdims=True)
     return (vec / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def pool_torch(hidden: Any, mask: Any, pooling: str = "mean") -> Any:
+    """:func:`pool` on torch tensors where they live (float32 ``(batch, dim)``, L2-normalised)."""
+    import torch
+
+    if pooling not in POOLINGS:
+        raise OdqaBenchError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    hidden = hidden.float()
+    if pooling == "cls":
+        vec = hidden[:, 0]
+    else:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        vec = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(vec, p=2, dim=1)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, prefix: str = "",

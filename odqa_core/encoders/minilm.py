@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import OdqaBenchError
 from ..io import sha256_file
 from .base import Kind, check_encode_args
+from .batching import pool_torch
 
 __all__ = [
     "HFEncoder",
@@ -134,14 +135,8 @@ class HFEncoder:
                     for r, i in enumerate(rows):
                         tt[r, : lengths[i]] = types[i]
                     inputs["token_type_ids"] = torch.from_numpy(tt).to(self.device)
-                hidden = model(**inputs).last_hidden_state.float()
-                if self.pooling == "cls":
-                    pooled = hidden[:, 0]
-                else:
-                    m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[rows] = pooled.cpu().numpy()
+                hidden = model(**inputs).last_hidden_state
+                out[rows] = pool_torch(hidden, inputs["attention_mask"], self.pooling).cpu().numpy()
         return out
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from odqa_core.data import Corpus, Dataset, load_dataset
 from odqa_core.errors import OdqaBenchError
@@ -212,3 +214,20 @@ def test_numba_kernel_matches_dense_topk_on_tied_scores(n_queries: int, k: int) 
     ref_idx, ref_sc = topk((q @ wt).toarray(), k, ties, positive_only=True)
     assert np.array_equal(idx, ref_idx)
     assert np.array_equal(sc, ref_sc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "zz", ""]), max_size=8), max_size=6))
+def test_query_terms_equal_build_counts(queries: list[list[str]]) -> None:
+    """The scipy-free query path makes exactly the canonical CSR that ``build_counts`` makes:
+    same sorted term ids, same counts, unknown tokens dropped (the kernel sums in that order)."""
+    from odqa_core.retrieval.sparse import build_counts, query_terms
+
+    vocab = {"a": 0, "b": 1, "c": 2, "d": 3}
+    ref, _ = build_counts(queries, dict(vocab))
+    got = query_terms(queries, vocab)
+    assert got.shape == ref.shape
+    assert np.array_equal(got.indptr, ref.indptr)
+    assert np.array_equal(got.indices, ref.indices)
+    assert np.array_equal(got.data, ref.data)
+    assert (got.csr() != ref).nnz == 0

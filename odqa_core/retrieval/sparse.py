@@ -18,7 +18,7 @@ from ..text import get_tokenizer, tokenize_cached
 from .base import register
 from .run import tie_keys, topk
 
-__all__ = ["BM25", "TfIdf", "RankBM25", "build_counts", "BM25_VARIANTS"]
+__all__ = ["BM25", "TfIdf", "RankBM25", "QueryTerms", "build_counts", "query_terms", "BM25_VARIANTS"]
 
 QUERY_CHUNK = 512
 
@@ -40,6 +40,41 @@ def build_counts(docs: list[list[str]], vocab: dict[str, int] | None = None) -> 
     m = sp.csr_matrix((np.ones(len(ind), dtype=np.float64), ind, indptr), shape=(len(docs), len(vocab)))
     m.sum_duplicates()
     return m, vocab
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    """A query batch as canonical CSR arrays (each row's term ids sorted and unique, counts as
+    data): what ``build_counts`` makes for queries, without a scipy matrix's construction cost,
+    which dominates a one-query search."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+
+    def csr(self) -> sp.csr_matrix:
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
+
+
+def query_terms(queries: list[list[str]], vocab: dict[str, int]) -> QueryTerms:
+    """Count each query's known tokens into sorted (term id, count) rows; unknown tokens drop."""
+    get = vocab.get
+    indptr = np.zeros(len(queries) + 1, dtype=np.int32)
+    ids: list[int] = []
+    counts: list[float] = []
+    for i, toks in enumerate(queries):
+        row: dict[int, float] = {}
+        for t in toks:
+            c = get(t)
+            if c is not None:
+                row[c] = row.get(c, 0.0) + 1.0
+        for c in sorted(row):
+            ids.append(c)
+            counts.append(row[c])
+        indptr[i + 1] = len(ids)
+    return QueryTerms(indptr, np.asarray(ids, dtype=np.int32), np.asarray(counts, dtype=np.float64),
+                      (len(queries), len(vocab)))
 
 
 # --- BM25 variants: small pure functions picked by name --------------------------------------
@@ -101,15 +136,19 @@ class _Lexical:
     _ties: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _vocab: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
     _wt: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
+    _raw_counts = True  # query weights are the counts themselves (False: query_matrix reweights)
 
     def _doc_tokens(self, corpus: Corpus) -> list[list[str]]:
         if len(corpus) == 0:
             raise OdqaBenchError(f"{self.name}: cannot index an empty corpus")
         return tokenize_cached(get_tokenizer(self.tokenizer), corpus.joined())
 
+    def query_terms(self, queries: list[str]) -> QueryTerms:
+        return query_terms(get_tokenizer(self.tokenizer)(list(queries)), self._vocab)
+
     def query_matrix(self, queries: list[str]) -> sp.csr_matrix:
-        q, _ = build_counts(get_tokenizer(self.tokenizer)(list(queries)), self._vocab)
-        return q
+        """The batch's query-term weights (BM25: raw counts) as a CSR matrix."""
+        return self.query_terms(queries).csr()
 
     def score_all(self, queries: list[str]) -> np.ndarray:
         """Dense ``(n_queries, n_docs)`` scores (for parity tests against peers)."""
@@ -132,11 +171,13 @@ class _Lexical:
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._wt is None:
             raise OdqaBenchError(f"{self.name}: search before index")
-        q = self.query_matrix(queries)
         if self._backend() == "numba":
             from .kernels import sparse_topk
 
-            return sparse_topk(q.tocsr(), self._wt, self._ties, k)
+            # raw counts need no scipy matrix: the kernel reads the CSR arrays as they are
+            q = self.query_terms(queries) if self._raw_counts else self.query_matrix(queries).tocsr()
+            return sparse_topk(q, self._wt, self._ties, k)
+        q = self.query_matrix(queries)
         idx = np.full((len(queries), k), -1, dtype=np.int64)
         sc = np.full((len(queries), k), -np.inf)
         for s in range(0, len(queries), QUERY_CHUNK):
@@ -190,6 +231,7 @@ class TfIdf(_Lexical):
     """Cosine over l2-normalised sublinear tf-idf vectors (scikit-learn's TfidfTransformer)."""
 
     name: str = "tfidf"
+    _raw_counts = False
 
     def index(self, corpus: Corpus) -> TfIdf:
         from sklearn.feature_extraction.text import TfidfTransformer

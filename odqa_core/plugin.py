@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="save this run's records (baseline format, all suites) for 'odqa-bench report'")
     g.addoption("--odqa-data-dir", default=None, metavar="DIR",
                 help="data folder for named datasets. Default: $ODQA_DATA_DIR, else ../shared/data")
+    g.addoption("--odqa-encoder-backend", default=None, metavar="NAME",
+                help="the encoder backend that 'auto' stands for in this run (e.g. openvino-int8): the gate "
+                     "then says whether it moves any dense cell. Default: $ODQA_ENCODER_BACKEND, else the built-in rule")
 
 
 class Recorder:
@@ -189,6 +192,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(sess, "odqa-session")
     if config.getoption("--odqa-data-dir"):
         os.environ["ODQA_DATA_DIR"] = config.getoption("--odqa-data-dir")
+    backend = config.getoption("--odqa-encoder-backend")
+    if backend:
+        from .encoders.backends import BACKEND_ENV, check_backend_name
+
+        try:
+            check_backend_name(backend)
+        except OdqaBenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        os.environ[BACKEND_ENV] = backend  # xdist workers start later and inherit it
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -155,6 +155,19 @@ def test_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backends.auto_backend("cpu") == "torch-fp32"
 
 
+def test_auto_follows_the_environment(tiny: HFEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backends.BACKEND_ENV, "torch-bf16")
+    assert backends.auto_backend("cpu") == "torch-bf16"
+    w = wrap_backend(tiny, "auto")
+    assert w.backend == "torch-bf16" and "backend=torch-bf16" in w.fingerprint  # caches follow the choice
+    monkeypatch.setenv(backends.BACKEND_ENV, "torch-fp16")
+    with pytest.raises(OdqaBenchError, match="CUDA"):  # the device check still applies
+        backends.resolve_backend("auto", "cpu")
+    monkeypatch.setenv(backends.BACKEND_ENV, "tensorrt")
+    with pytest.raises(OdqaBenchError, match="unknown encoder backend 'tensorrt'"):
+        backends.auto_backend("cpu")
+
+
 def test_fingerprint_names_backend_and_settings(tiny: HFEncoder) -> None:
     fps = {b: wrap_backend(tiny, b).fingerprint for b in ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")}
     assert len(set(fps.values())) == 4

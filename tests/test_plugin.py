@@ -172,6 +172,24 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
            "*--odqa-update-baselines*", "*--odqa-correction*", "*--odqa-report*")
 
 
+def test_encoder_backend_option_sets_auto_and_refuses_unknown_names(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_env="""
+import os
+
+def test_env():
+    from odqa_core.encoders.backends import auto_backend
+    assert os.environ["ODQA_ENCODER_BACKEND"] == "torch-bf16"
+    assert auto_backend("cpu") == "torch-bf16"
+""")
+    ok = pytester.runpytest_subprocess("test_env.py", "--odqa-no-gate", "--odqa-encoder-backend", "torch-bf16",
+                                       timeout=TIMEOUT)
+    assert ok.ret == 0, ok.stdout.str()
+    bad = pytester.runpytest_subprocess("test_env.py", "--odqa-encoder-backend", "tensorrt", timeout=TIMEOUT)
+    assert bad.ret != 0
+    assert "unknown encoder backend 'tensorrt'" in bad.stderr.str() + bad.stdout.str()
+    assert "Traceback" not in bad.stderr.str() + bad.stdout.str()
+
+
 def test_fresh_baseline_then_unchanged_reruns_never_fail(pytester: pytest.Pytester,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     _write_project(pytester.path)

@@ -18,7 +18,9 @@ bucketing (:mod:`odqa_core.encoders.batching`).
   float32, so ``torch-bf16`` then logs a warning and ``auto`` never picks it.
 
 ``openvino-int8`` is asked for by name: ``auto`` stays ``onnx-int8`` so that cached embeddings and
-stored baselines keep their meaning.
+stored baselines keep their meaning. ``$ODQA_ENCODER_BACKEND`` (the harness option
+``--odqa-encoder-backend``) makes ``auto`` stand for another backend in a whole run, so the gate
+compares that backend's dense cells with the stored baselines.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ __all__ = [
     "CUDA_MAX_TOKENS",
     "BackendEncoder",
     "auto_backend",
+    "check_backend_name",
     "cpu_bf16_native",
     "openvino_precision",
     "physical_cores",
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "onnx-fp32", "onnx-int8", "openvino-int8")
 OPENVINO = "openvino-int8"
+BACKEND_ENV = "ODQA_ENCODER_BACKEND"
 AUTO = "auto"
 # Token budget per batch on the CPU: ~1k tokens of activations stay in cache. Measured on 2
 # Zen 4 cores, e5-small L12 at 256 tokens, ONNX int8 vs the torch float32 reference: 2.9x,
@@ -114,8 +118,19 @@ def openvino_precision() -> str:
     return "bf16" if cpu_bf16_native() else "f32"
 
 
+def check_backend_name(name: str) -> str:
+    """``name`` if it is a backend (not ``auto``); else one clear error listing the known ones."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise OdqaBenchError(f"unknown encoder backend {name!r}; known: {', '.join(BACKENDS)}")
+    return name
+
+
 def auto_backend(device: str = "cpu") -> str:
-    """The backend ``auto`` stands for on ``device`` (the rule in the module docstring)."""
+    """The backend ``auto`` stands for on ``device``: ``$ODQA_ENCODER_BACKEND`` when set, else the
+    rule in the module docstring."""
+    override = os.environ.get(BACKEND_ENV)
+    if override:
+        return check_backend_name(override)
     if device.startswith("cuda"):
         return "torch-fp32"
     if _onnx_available():

@@ -145,8 +145,13 @@ def test_wrap_backend_refuses_a_non_transformers_encoder() -> None:
 
 
 def test_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(backends, "_openvino_available", lambda: True)
     monkeypatch.setattr(backends, "_onnx_available", lambda: True)
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: True)
+    assert backends.auto_backend("cpu") == "openvino-int8"
+    assert backends.auto_backend("cuda:0") == "torch-fp32"
+    monkeypatch.setattr(backends, "_openvino_available", lambda: False)
     assert backends.auto_backend("cpu") == "onnx-int8"
     assert backends.auto_backend("cuda:0") == "torch-fp32"
     monkeypatch.setattr(backends, "_onnx_available", lambda: False)

@@ -327,15 +327,16 @@ def test_cuda_encoding_matches_cpu():
 
 
 def test_dense_runs_the_fast_backend_by_default_and_torch_on_request():
-    """On the CPU the default ``auto`` backend is ONNX int8 (kept within rankings by the probe);
+    """On the CPU the default ``auto`` backend is OpenVINO int8 (ONNX int8 without openvino);
     ``backend='torch-fp32'`` is the reference and training keeps the bare torch model."""
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     from odqa_core.encoders import get_encoder
     from odqa_core.retrieval import get_retriever
 
     fast = get_retriever("dense", model="tiny", size="L2")
     ref = get_retriever("dense", model="tiny", size="L2", backend="torch-fp32")
-    assert "onnx-int8" in fast.encoder.fingerprint
+    assert "backend=openvino-int8" in fast.encoder.fingerprint
     assert "torch-fp32" in ref.encoder.fingerprint
     assert not hasattr(get_encoder("tiny", "L2"), "base")  # no backend: the trainable model itself
 

@@ -57,7 +57,7 @@ def get_encoder(family: str, size: str | None = None, device: str = "cpu", backe
                 **kw: Any) -> Encoder:
     """Build an encoder. Options in ``kw`` (``max_length``, ``pooling``, ``query_prefix``,
     ``passage_prefix``, ``autocast_dtype``, ``sort_by_length``; ``seed``/``hidden`` for tiny)
-    override the family's defaults. ``backend`` (``auto``, ``torch-fp32``, ``onnx-int8``...)
+    override the family's defaults. ``backend`` (``auto``, ``torch-fp32``, ``openvino-int8``...)
     wraps a transformers encoder for inference; None keeps the trainable torch model."""
     enc = _build(family, size, device, **kw)
     if backend is None or not hasattr(enc, "model"):  # use-m is numpy-only: nothing to wrap

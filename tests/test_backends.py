@@ -196,6 +196,17 @@ def test_openvino_fingerprint_names_runtime_precision_and_batching(tiny: HFEncod
     native = backends.cpu_bf16_native()
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: not native)
     assert wrap_backend(tiny, "openvino-int8").fingerprint != fp  # bf16 and f32 give other vectors
+    monkeypatch.setattr(backends, "cpu_bf16_native", lambda: native)
+    others = {wrap_backend(tiny, "openvino-int8", weight_group=0).fingerprint,
+              wrap_backend(tiny, "openvino-int8", activation_group=64).fingerprint}
+    assert len(others) == 2 and fp not in others
+
+
+@pytest.mark.parametrize("kw", [{"weight_group": -32}, {"weight_group": 20}, {"weight_group": True},
+                                {"activation_group": 0}, {"activation_group": 48.0}])
+def test_openvino_groups_are_checked(tiny: HFEncoder, kw: dict) -> None:
+    with pytest.raises(OdqaBenchError, match="multiple of 16"):
+        wrap_backend(tiny, "torch-fp32", **kw)
 
 
 def test_bf16_on_a_cpu_without_it_warns(tiny: HFEncoder, monkeypatch: pytest.MonkeyPatch,
@@ -382,6 +393,18 @@ def test_openvino_tracks_torch_and_restores_order(tiny: HFEncoder, tmp_cache: Pa
 
     info = json.loads(graphs["wq8"].with_suffix(".json").read_text())
     assert info["weights"]["rounded_8bit"] > 0 and info["weights"]["kept_float"] == 0
+
+
+@needs_openvino
+def test_openvino_one_weight_scale_per_channel(tiny: HFEncoder, tmp_cache: Path) -> None:
+    """weight_group=0: one scale per output channel (what lets OpenVINO use wider activation
+    groups); the vectors still track torch and the graph records the choice."""
+    import json
+
+    got = wrap_backend(tiny, "openvino-int8", weight_group=0, activation_group=32).encode(TEXTS)
+    assert float((got * tiny.encode(TEXTS)).sum(1).min()) >= 0.99
+    info = json.loads(cached_graphs(tmp_cache)["wq8"].with_suffix(".json").read_text())
+    assert info["weight_group"] == 0 and info["weights"]["rounded_8bit"] > 0 and info["weights"]["kept_float"] == 0
 
 
 @needs_openvino

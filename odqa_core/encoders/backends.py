@@ -225,6 +225,7 @@ class BackendEncoder:
             import openvino
 
             fp += (f"|{','.join(f'{k}={v}' for k, v in self.onnx.for_variant('wq8').items())}"
+                   f"|activation_group={self.onnx.activation_group}"
                    f"|openvino={openvino.__version__}|precision={openvino_precision()}")
         if self.backend in ("onnx-int8", OPENVINO):
             fp += f"|max_tokens={self.max_tokens}|max_batch={self.max_batch}"
@@ -265,7 +266,8 @@ class BackendEncoder:
 
         path = onnx_model_path(model, _weights_identity(self.base, model, tower), "wq8", self.onnx)
         props = {"INFERENCE_NUM_THREADS": self.threads or physical_cores(), "PERFORMANCE_HINT": "LATENCY",
-                 "INFERENCE_PRECISION_HINT": openvino_precision(), "DYNAMIC_QUANTIZATION_GROUP_SIZE": WQ_GROUP}
+                 "INFERENCE_PRECISION_HINT": openvino_precision(),
+                 "DYNAMIC_QUANTIZATION_GROUP_SIZE": self.onnx.activation_group}
         try:
             compiled = ov.Core().compile_model(str(path), "CPU", props)
         except Exception as exc:
@@ -365,7 +367,8 @@ class _OpenVinoSession:
 def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = None,
                  max_batch: int | None = None, threads: int | None = None, opset: int = OPSET,
                  per_channel: bool = True, fp32_ffn_down: bool | None = None,
-                 min_probe_cosine: float = 0.99) -> BackendEncoder:
+                 min_probe_cosine: float = 0.99, weight_group: int = WQ_GROUP,
+                 activation_group: int = WQ_GROUP) -> BackendEncoder:
     """``encoder`` (an HFEncoder) run by ``backend`` (one of :data:`BACKENDS` or ``auto``) with
     token-budget batching; the result is an :class:`Encoder` whose fingerprint names the backend
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and
@@ -376,4 +379,5 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
         encoder = encoder.base
     return BackendEncoder(encoder, backend, max_tokens=max_tokens, max_batch=max_batch, threads=threads,
                           onnx=OnnxSettings(opset=opset, per_channel=per_channel, fp32_ffn_down=fp32_ffn_down,
-                                            min_probe_cosine=min_probe_cosine))
+                                            min_probe_cosine=min_probe_cosine, weight_group=weight_group,
+                                            activation_group=activation_group))

@@ -74,12 +74,16 @@ _FORMAT = 1
 class OnnxSettings:
     """What shapes a cached graph besides the weights. ``per_channel``: one int8 scale per
     output channel of each weight; ``fp32_ffn_down``: keep the feed-forward down-projections in
-    float32 (True), quantise them (False) or decide with the probe (None, the default)."""
+    float32 (True), quantise them (False) or decide with the probe (None, the default).
+    ``weight_group`` (wq8): input values per weight scale, 0 for one scale per output channel;
+    ``activation_group`` (OpenVINO): input values per activation scale at run time."""
 
     opset: int = OPSET
     per_channel: bool = True
     fp32_ffn_down: bool | None = None
     min_probe_cosine: float = 0.99
+    weight_group: int = WQ_GROUP
+    activation_group: int = WQ_GROUP
 
     def __post_init__(self) -> None:
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 17 <= self.opset <= 20:
@@ -91,11 +95,15 @@ class OnnxSettings:
         c = self.min_probe_cosine
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 < c <= 1.0:
             raise OdqaBenchError(f"onnx setting min_probe_cosine must be in (0, 1], got {c!r}")
+        for label, g, low in (("weight_group", self.weight_group, 0), ("activation_group", self.activation_group, 1)):
+            if isinstance(g, bool) or not isinstance(g, int) or g < low or (g and g % 16):
+                raise OdqaBenchError(f"openvino setting {label} must be {'0 or ' if low == 0 else ''}a positive "
+                                     f"multiple of 16, got {g!r}")
 
     def for_variant(self, variant: str) -> dict[str, Any]:
         """The settings that matter for ``variant`` (quantisation settings only for int8)."""
         if variant == "wq8":
-            return {"opset": self.opset, "group": WQ_GROUP}
+            return {"opset": self.opset, "weight_group": self.weight_group}
         if variant != "int8":
             return {"opset": self.opset}
         out = asdict(self)
@@ -293,9 +301,9 @@ def group_codes(weight: np.ndarray, group: int = WQ_GROUP) -> tuple[np.ndarray, 
 
 
 def compress_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str], group: int = WQ_GROUP) -> dict[str, int]:
-    """Rewrite every MatMul with a constant ``[K, N]`` weight (K a multiple of ``group``) in
-    ``src`` to take the weight from int8 codes and group scales (:func:`group_codes`); counts of
-    exact and rounded weights."""
+    """Rewrite every MatMul with a constant ``[K, N]`` weight (K a multiple of ``group``; 0: one
+    group per output channel) in ``src`` to take the weight from int8 codes and group scales
+    (:func:`group_codes`); counts of exact and rounded weights."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -305,12 +313,12 @@ def compress_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str], g
     nodes, dropped, counts = [], set(), {"exact_4bit": 0, "rounded_8bit": 0, "kept_float": 0}
     for node in graph.node:
         w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if w is None or len(w.dims) != 2 or w.dims[0] % group:
+        if w is None or len(w.dims) != 2 or (group and w.dims[0] % group):
             counts["kept_float"] += int(w is not None)
             nodes.append(node)
             continue
         k, n = (int(x) for x in w.dims)
-        codes, scales, exact = group_codes(numpy_helper.to_array(w), group)
+        codes, scales, exact = group_codes(numpy_helper.to_array(w), group or k)
         counts["exact_4bit" if exact else "rounded_8bit"] += 1
         base = f"wq8_{len(nodes)}"
         graph.initializer.extend([numpy_helper.from_array(codes, f"{base}_codes"),
@@ -414,8 +422,9 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
             if variant == "fp32":
                 optimize_onnx(raw, built, model)
             else:
-                info["weights"] = compress_weights(raw, built)
-                log.info("weights of %s compressed to int8 groups of %d: %s", weights_id, WQ_GROUP, info["weights"])
+                info["weights"] = compress_weights(raw, built, settings.weight_group)
+                log.info("weights of %s compressed to int8 (groups of %s): %s", weights_id,
+                         settings.weight_group or "a whole input row", info["weights"])
         else:
             info.update(_build_int8(model, weights_id, settings, probe, built))
         os.chmod(built, 0o644)

@@ -191,13 +191,14 @@ def test_openvino_fingerprint_names_runtime_precision_and_batching(tiny: HFEncod
     import openvino
 
     fp = wrap_backend(tiny, "openvino-int8").fingerprint
-    assert "backend=openvino-int8" in fp and f"openvino={openvino.__version__}" in fp and "group=32" in fp
+    assert "backend=openvino-int8" in fp and f"openvino={openvino.__version__}" in fp
+    assert "weight_group=0" in fp and "activation_group=128" in fp
     assert wrap_backend(tiny, "openvino-int8", max_tokens=4096).fingerprint != fp  # activations per batch
     native = backends.cpu_bf16_native()
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: not native)
     assert wrap_backend(tiny, "openvino-int8").fingerprint != fp  # bf16 and f32 give other vectors
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: native)
-    others = {wrap_backend(tiny, "openvino-int8", weight_group=0).fingerprint,
+    others = {wrap_backend(tiny, "openvino-int8", weight_group=32).fingerprint,
               wrap_backend(tiny, "openvino-int8", activation_group=64).fingerprint}
     assert len(others) == 2 and fp not in others
 
@@ -396,15 +397,15 @@ def test_openvino_tracks_torch_and_restores_order(tiny: HFEncoder, tmp_cache: Pa
 
 
 @needs_openvino
-def test_openvino_one_weight_scale_per_channel(tiny: HFEncoder, tmp_cache: Path) -> None:
-    """weight_group=0: one scale per output channel (what lets OpenVINO use wider activation
-    groups); the vectors still track torch and the graph records the choice."""
+def test_openvino_weight_groups_of_32(tiny: HFEncoder, tmp_cache: Path) -> None:
+    """weight_group=32 (scales per 4-bit-sized block, activations in groups of 32): the vectors
+    still track torch and the graph records the choice."""
     import json
 
-    got = wrap_backend(tiny, "openvino-int8", weight_group=0, activation_group=32).encode(TEXTS)
+    got = wrap_backend(tiny, "openvino-int8", weight_group=32, activation_group=32).encode(TEXTS)
     assert float((got * tiny.encode(TEXTS)).sum(1).min()) >= 0.99
     info = json.loads(cached_graphs(tmp_cache)["wq8"].with_suffix(".json").read_text())
-    assert info["weight_group"] == 0 and info["weights"]["rounded_8bit"] > 0 and info["weights"]["kept_float"] == 0
+    assert info["weight_group"] == 32 and info["weights"]["rounded_8bit"] > 0 and info["weights"]["kept_float"] == 0
 
 
 @needs_openvino
@@ -423,7 +424,7 @@ def test_openvino_keeps_exact_4bit_weights(tmp_cache: Path) -> None:
                 codes[..., 0] = -8
                 d = rng.uniform(0.001, 0.05, size=(n, k // 32, 1)).astype(np.float16).astype(np.float32)
                 p.copy_(torch.from_numpy((codes * d).reshape(n, k).astype(np.float32)))
-    got = wrap_backend(enc, "openvino-int8").encode(TEXTS)
+    got = wrap_backend(enc, "openvino-int8", weight_group=32, activation_group=32).encode(TEXTS)
     assert float((got * enc.encode(TEXTS)).sum(1).min()) >= 0.99
     info = json.loads(cached_graphs(tmp_cache)["wq8"].with_suffix(".json").read_text())
     assert info["weights"]["exact_4bit"] > 0 and info["weights"]["rounded_8bit"] == 0
@@ -548,7 +549,7 @@ def test_int8_embeddings_track_fp32(family: str, backend: str, real_encoders: di
                                     scifact_subset: object) -> None:
     """500 passages (250 KorQuAD paragraphs, 250 SciFact abstracts): int8 vectors keep mean
     cosine >= 0.99 to torch float32 and no passage falls below 0.98 (openvino-int8, with its
-    per-group activation scales: 0.999 and 0.998). A model's own retrieval
+    per-group activation scales: 0.995 and 0.99). A model's own retrieval
     corpus is encoded whole (shared with the retrieval test's cache), the other one sampled."""
     own = {"minilm": scifact_subset, "e5-small": korquad}[family]
     cos = []
@@ -565,9 +566,10 @@ def test_int8_embeddings_track_fp32(family: str, backend: str, real_encoders: di
         cos.append((vecs[0] * vecs[1]).sum(axis=1))
     allcos = np.concatenate(cos)
     assert allcos.size == 2 * N_COSINE_PER_SET
-    mean_floor, worst_floor = (0.999, 0.998) if backend == "openvino-int8" else (0.99, 0.98)
+    mean_floor, worst_floor = (0.995, 0.99) if backend == "openvino-int8" else (0.99, 0.98)
     assert float(allcos.mean()) >= mean_floor, f"{family} {backend}: mean cosine {allcos.mean():.4f}"
     assert float(allcos.min()) >= worst_floor, f"{family} {backend}: worst cosine {allcos.min():.4f}"
+    print(f"{family} {backend}: mean cosine {allcos.mean():.5f}, worst {allcos.min():.5f}")
 
 
 def _quality(enc: object, ds: object, metrics: list[str]) -> dict[str, float]:

@@ -1,17 +1,17 @@
 """Inference backends for transformers encoders: the same weights run by torch in float32 (the
 reference) or bfloat16 autocast, by ONNX Runtime in float32 or dynamic int8, or by OpenVINO
-with int8 weight groups and activations quantised per group of 32 (``openvino-int8``: about the
-speed of ``onnx-int8`` with the embeddings of ``torch-bf16``), all through token-budget length
-bucketing (:mod:`odqa_core.encoders.batching`).
+with int8 weights and activations quantised per group of 128 at run time (``openvino-int8``:
+faster than ``onnx-int8``, with rankings that stay those of float32), all through token-budget
+length bucketing (:mod:`odqa_core.encoders.batching`).
 
 ``wrap_backend(encoder, "auto")`` picks by a fixed rule, never by timing at run time:
 
 * CUDA device: ``torch-fp32`` (the encoder's own ``autocast_dtype`` still applies; ``torch-fp16``
   is there to ask for).
 * CPU with ``openvino``, ``onnx`` and ``onnxruntime`` installed: ``openvino-int8``. On 2 Zen 4
-  cores it encodes as fast as ``onnx-int8`` or faster for every e5-small size and MiniLM at 256
-  and 512 tokens, and it keeps rankings where ``onnx-int8`` does not: on the 30k-passage
-  korquad-open, e5-small L12's hit@k stays within 0.0014 of torch float32 (``onnx-int8``: 0.011).
+  cores it encodes faster than ``onnx-int8`` and keeps rankings where ``onnx-int8`` does not: on
+  the 30k-passage korquad-open, e5-small L12's hit@1..30 stay within 0.0015 of torch float32
+  (``onnx-int8``: 0.011).
 * CPU with only ``onnx`` and ``onnxruntime``: ``onnx-int8``. Which matmuls stay float32 is settled
   once per model by the int8 probe (:mod:`odqa_core.encoders.onnx_export`), so its embeddings
   stay at cosine >= 0.99 and its quality within 0.005 on korquad-dev and SciFact.
@@ -39,7 +39,8 @@ from ..errors import OdqaBenchError
 from ..perfstats import torch_threads
 from .base import Kind, check_encode_args
 from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, pool_torch, token_batches, tokenize
-from .onnx_export import OPSET, WQ_GROUP, OnnxSettings, Probe, model_input_names, onnx_model_path
+from .onnx_export import (OPSET, WQ_ACTIVATION_GROUP, WQ_WEIGHT_GROUP, OnnxSettings, Probe, model_input_names,
+                          onnx_model_path)
 
 __all__ = [
     "BACKENDS",
@@ -367,8 +368,8 @@ class _OpenVinoSession:
 def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = None,
                  max_batch: int | None = None, threads: int | None = None, opset: int = OPSET,
                  per_channel: bool = True, fp32_ffn_down: bool | None = None,
-                 min_probe_cosine: float = 0.99, weight_group: int = WQ_GROUP,
-                 activation_group: int = WQ_GROUP) -> BackendEncoder:
+                 min_probe_cosine: float = 0.99, weight_group: int = WQ_WEIGHT_GROUP,
+                 activation_group: int = WQ_ACTIVATION_GROUP) -> BackendEncoder:
     """``encoder`` (an HFEncoder) run by ``backend`` (one of :data:`BACKENDS` or ``auto``) with
     token-budget batching; the result is an :class:`Encoder` whose fingerprint names the backend
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and

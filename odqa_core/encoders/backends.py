@@ -39,8 +39,15 @@ from ..errors import OdqaBenchError
 from ..perfstats import torch_threads
 from .base import Kind, check_encode_args
 from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, pool_torch, token_batches, tokenize
-from .onnx_export import (OPSET, WQ_ACTIVATION_GROUP, WQ_WEIGHT_GROUP, OnnxSettings, Probe, model_input_names,
-                          onnx_model_path)
+from .onnx_export import (
+    OPSET,
+    WQ_ACTIVATION_GROUP,
+    WQ_WEIGHT_GROUP,
+    OnnxSettings,
+    Probe,
+    model_input_names,
+    onnx_model_path,
+)
 
 __all__ = [
     "BACKENDS",

@@ -244,8 +244,9 @@ class BackendEncoder:
         return (q, "query") if kind == "query" and q is not None else (self.base.model, "passage")
 
     def session(self, kind: Kind = "passage") -> tuple[Any, list[str]]:
-        """(ONNX Runtime session, its input names) for the tower that encodes ``kind``; the graph
-        is exported or taken from the cache, and the session built, on first use."""
+        """(session, its input names) for the tower that encodes ``kind``: ONNX Runtime's, or
+        OpenVINO's behind the same ``run`` call; the graph is exported or taken from the cache,
+        and the session built, on first use."""
         model, tower = self._model(kind)
         if tower not in self._sessions and self.backend == OPENVINO:
             self._sessions[tower] = self._openvino_session(model, tower)
@@ -382,7 +383,8 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and
     :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or
     torch's own setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
-    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`)."""
+    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`). ``weight_group`` (0: one
+    scale per output channel) and ``activation_group`` shape ``openvino-int8``."""
     if isinstance(encoder, BackendEncoder):
         encoder = encoder.base
     return BackendEncoder(encoder, backend, max_tokens=max_tokens, max_batch=max_batch, threads=threads,

@@ -213,6 +213,7 @@ def test_synthetic_refuses_bad_spec(kw: dict) -> None:
 
 # --- the gate catches an injected 2x slowdown --------------------------------------------------
 
+@pytest.mark.perf  # timed: runs in the serial perf phase, not beside another xdist worker
 def test_gate_flags_an_injected_2x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path))
     # enough work per call that the kernel, not its fixed cost (thread-pool wake-up, query
@@ -250,6 +251,7 @@ def test_gate_flags_an_injected_2x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch
 
     baselines = {suite: build_baseline("quick", suite, records_to_cells([record(base)]))}
     caught = run_gate([record(slowed)], baselines, cfg)
-    assert not caught.ok and caught.comparisons[0].status == "regressed"
+    assert not caught.ok and caught.comparisons[0].status == "regressed", (
+        f"a search run twice ({base:.1f} -> {slowed:.1f}) passed the gate")
     clean = run_gate([record(rerun)], baselines, cfg)
     assert clean.ok, f"an unchanged rerun ({base:.1f} -> {rerun:.1f}) must pass the gate: {clean.failures}"

@@ -157,18 +157,15 @@ def resolve_backend(name: str, device: str = "cpu") -> str:
         raise OdqaBenchError(f"unknown encoder backend {name!r}; known: {', '.join((AUTO, *BACKENDS))}")
     backend = auto_backend(device) if name == AUTO else name
     on_cuda = device.startswith("cuda")
-    if backend in _ONNX_VARIANTS and on_cuda:
-        raise OdqaBenchError(f"encoder backend {backend!r} runs on the cpu (onnxruntime CPU provider); got device={device!r}")
+    if (backend in _ONNX_VARIANTS or backend == OPENVINO) and on_cuda:
+        raise OdqaBenchError(f"encoder backend {backend!r} runs on the cpu; got device={device!r}")
     if backend == "torch-fp16" and not on_cuda:
-        raise OdqaBenchError("encoder backend 'torch-fp16' needs a CUDA device; on the cpu use torch-bf16 or onnx-int8")
+        raise OdqaBenchError("encoder backend 'torch-fp16' needs a CUDA device; on the cpu use torch-bf16 or openvino-int8")
     if backend in _ONNX_VARIANTS and not _onnx_available():
         raise OdqaBenchError(f"encoder backend {backend!r} needs the onnx and onnxruntime packages (pip install onnx onnxruntime)")
-    if backend == OPENVINO:
-        if on_cuda:
-            raise OdqaBenchError(f"encoder backend {backend!r} runs on the cpu; got device={device!r}")
-        if not _openvino_available():
-            raise OdqaBenchError(f"encoder backend {backend!r} needs the openvino, onnx and onnxruntime packages "
-                                 "(pip install openvino onnx onnxruntime)")
+    if backend == OPENVINO and not _openvino_available():
+        raise OdqaBenchError(f"encoder backend {backend!r} needs the openvino, onnx and onnxruntime packages "
+                             "(pip install openvino onnx onnxruntime)")
     return backend
 
 

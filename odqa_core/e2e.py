@@ -17,7 +17,7 @@ from .metrics import answer_hits, best_over_golds
 from .reader.extractive import ExtractiveReader, Prediction, choose
 from .retrieval import Run, retrieve
 
-__all__ = ["LANGS", "run_e2e", "run_e2e_sweep", "score_predictions"]
+__all__ = ["LANGS", "read_gold_passages", "run_e2e", "run_e2e_sweep", "score_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,19 @@ def _run_for(dataset: Dataset, retriever: Any, depth: int) -> Run:
     return retrieve(retriever, dataset, depth)
 
 
+def read_gold_passages(dataset: Dataset, reader: ExtractiveReader, query_ids: Sequence[str], lang: str,
+                       show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[Prediction]]:
+    """The reader given only each question's gold passages: per-query (EM, F1, prediction),
+    the ceiling that retrieval can only lower."""
+    ds = dataset.subset_queries(list(query_ids))
+    texts, pos = dataset.corpus.texts, {d: i for i, d in enumerate(dataset.corpus.ids)}
+    gold_passages = [[texts[pos[d]] for d, g in sorted(ds.qrels.get(q, {}).items()) if g > 0 and d in pos]
+                     for q in ds.query_ids]
+    preds = [choose(c) for c in reader.predict_passages(ds.query_texts, gold_passages, show_progress)]
+    em, f1 = score_predictions([p.text for p in preds], [ds.answers.get(q, []) for q in ds.query_ids], lang)
+    return em, f1, preds
+
+
 def run_e2e_sweep(dataset: Dataset, retriever: Any, reader: ExtractiveReader, ks: Sequence[int], lang: str,
                   weight: float = 0.0, *, query_ids: Sequence[str] | None = None, gold_baseline: bool = True,
                   show_progress: bool = False) -> dict[int, dict[str, Any]]:
@@ -87,10 +100,7 @@ def run_e2e_sweep(dataset: Dataset, retriever: Any, reader: ExtractiveReader, ks
     gold_em = gold_f1 = None
     gold_preds: list[Prediction] | None = None
     if gold_baseline:
-        pos = {d: i for i, d in enumerate(dataset.corpus.ids)}
-        gold_passages = [[texts[pos[d]] for d, g in sorted(ds.qrels.get(q, {}).items()) if g > 0 and d in pos] for q in qids]
-        gold_preds = [choose(c) for c in reader.predict_passages(ds.query_texts, gold_passages, show_progress)]
-        gold_em, gold_f1 = score_predictions([p.text for p in gold_preds], golds, lang)
+        gold_em, gold_f1, gold_preds = read_gold_passages(dataset, reader, qids, lang, show_progress)
     out: dict[int, dict[str, Any]] = {}
     for k in ks:
         preds = [choose(c[:k], r[:k], weight) for c, r in zip(cands, rscores)]

@@ -194,7 +194,7 @@ def test_cached_checkpoint_is_returned_without_training(ds: Dataset, fold: Fold,
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("trained again despite a finished checkpoint")
 
-    monkeypatch.setattr(dpr_mod, "train_loop", boom)
+    monkeypatch.setattr(dpr_mod, "train_steps", boom)
     monkeypatch.setattr(dpr_mod, "build_examples", boom)
     assert train_fold(ds, fold, cfg, progress=False) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp

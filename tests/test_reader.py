@@ -268,7 +268,7 @@ def test_training_is_deterministic_resumable_and_cached(tmp_path, monkeypatch):
     assert first.parent == tmp_path / "cache" / "reader" and is_trained(first)
     import odqa_core.reader.train as train_mod
 
-    monkeypatch.setattr(train_mod, "_train_loop", lambda *a, **k: pytest.fail("retrained a cached checkpoint"))
+    monkeypatch.setattr(train_mod, "train_steps", lambda *a, **k: pytest.fail("retrained a cached checkpoint"))
     assert train_reader(ds, fold, TINY, progress=False) == first
     # a different seed is a different checkpoint
     other = train_mod.checkpoint_key(ds, fold, TrainConfig(**{**TINY.key_fields(), "seed": 1}))

@@ -11,32 +11,29 @@ position (start = end = 0), which teaches the no-answer score the reader uses to
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage
 from ..data.types import Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text
-from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, load_train_state, locked, save_train_state
+from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
+from ..training.steps import Schedule, freeze_word_embeddings, train_steps
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
 __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
-           "make_features", "checkpoint_key", "is_trained", "train_reader", "trained_reader", "read_info", "STATE_FILE"]
+           "make_features", "span_loss", "checkpoint_key", "is_trained", "train_reader", "trained_reader", "read_info", "STATE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +66,13 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None        # CPU threads while training (None: torch's default)
     save_every: int = 50
+    grad_accum: int = 1
+    freeze_embeddings: bool = True    # the word-embedding matrix stays as the base has it
+    group_by_length: bool = True      # batches of similar window lengths, padded to their longest
 
     def __post_init__(self) -> None:
         for name in ("max_length", "max_query_length", "max_answer_length", "batch_size", "epochs", "save_every",
-                     "negative_depth"):
+                     "negative_depth", "grad_accum"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OdqaBenchError(f"reader {name}={v!r}: must be a positive integer")
@@ -95,6 +95,13 @@ class TrainConfig:
 
     def key_fields(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+
+    def schedule(self) -> Schedule:
+        """The settings the shared step loop runs on."""
+        return Schedule(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, max_steps=self.max_steps,
+                        warmup=self.warmup, weight_decay=self.weight_decay, grad_accum=self.grad_accum,
+                        max_grad_norm=self.max_grad_norm, seed=self.seed, device=self.device, threads=self.threads,
+                        save_every=self.save_every)
 
 
 PROFILES: dict[str, TrainConfig] = {
@@ -236,20 +243,6 @@ def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
     return fold_checkpoint_key("reader", dataset, fold, config.key_fields(), base_fingerprint(config.base, config.size, config.seed))
 
 
-def _plan(n_features: int, config: TrainConfig) -> tuple[int, int]:
-    """(batches per epoch, total steps); a short last batch is dropped."""
-    per_epoch = max(1, n_features // config.batch_size)
-    return per_epoch, config.max_steps if config.max_steps is not None else config.epochs * per_epoch
-
-
-def _batch_at(step: int, n: int, per_epoch: int, batch_size: int, seed: int) -> np.ndarray:
-    """Feature indices of ``step``: epoch e walks a permutation seeded by (seed, e), so the
-    order is a pure function of the step and a resumed run replays the same batches."""
-    epoch, p = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[p * batch_size : (p + 1) * batch_size]
-
-
 def _collate(feats: list[Feature], pad: int, device: str) -> dict[str, Any]:
     import torch
 
@@ -268,75 +261,9 @@ def _collate(feats: list[Feature], pad: int, device: str) -> dict[str, Any]:
             "end_positions": torch.tensor([f.end for f in feats], device=device)}
 
 
-def _lr_at(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
-    def f(s: int) -> float:
-        if s < warm:
-            return (s + 1) / (warm + 1)
-        return max(0.0, (total - s) / max(1, total - warm))
-
-    return f
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _train_loop(model: Any, feats: list[Feature], pad: int, config: TrainConfig, state_path: Path, key: str,
-                stop_after: int | None, progress: bool | None) -> tuple[bool, int, int, list[float]]:
-    """Run or resume optimisation; returns (finished, step, resumed_from, losses)."""
-    import torch
-    from torch.optim.lr_scheduler import LambdaLR
-    from tqdm.auto import tqdm
-
-    from ..training.loop import deterministic
-
-    per_epoch, total = _plan(len(feats), config)
-    model.to(config.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = LambdaLR(opt, _lr_at(int(round(config.warmup * total)), total))
-    torch.manual_seed(config.seed)
-    restored = load_train_state(state_path, key, model, opt, sched)
-    start, losses = restored if restored else (0, [])
-    if start:
-        log.info("resuming reader training at step %d of %d from %s", start, total, state_path)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=total, initial=start, desc="reader", unit="step", disable=not show, leave=False)
-    model.train()
-    step = start
-    try:
-        with deterministic(), _threads(config.threads):
-            while step < total:
-                if stop_after is not None and step >= stop_after:
-                    save_train_state(state_path, key, step, model, opt, sched, losses)
-                    return False, step, start, losses
-                idx = _batch_at(step, len(feats), per_epoch, config.batch_size, config.seed)
-                opt.zero_grad(set_to_none=True)
-                loss = model(**_collate([feats[i] for i in idx], pad, config.device)).loss
-                loss.backward()
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if step % config.save_every == 0 and step < total:
-                    save_train_state(state_path, key, step, model, opt, sched, losses)
-    finally:
-        bar.close()
-    model.eval()
-    return True, step, start, losses
+def span_loss(model: Any, feats: list[Feature], pad: int, device: str) -> Any:
+    """The span head's loss on one micro-batch of windows, padded to its longest window."""
+    return model(**_collate(feats, pad, device)).loss
 
 
 def _save_final(reader: ExtractiveReader, folder: Path, info: dict[str, Any]) -> None:
@@ -356,14 +283,14 @@ def _save_final(reader: ExtractiveReader, folder: Path, info: dict[str, Any]) ->
 
 def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None,
                  out_dir: str | os.PathLike[str] | None = None, *, stop_after: int | None = None,
-                 progress: bool | None = None) -> Path:
+                 progress: bool | None = None, on_step: Callable[[int, Any, list[float]], None] | None = None) -> Path:
     """Train the extractive reader on ``fold``'s training side and return its checkpoint folder.
 
     ``config`` defaults to ``TrainConfig()`` (the full e5-small profile; ``PROFILES['quick']`` is
     the seconds-long one). The folder is ``out_dir`` or ``cache_dir()/reader/<key>``; a finished
     one (``DONE``) is returned as is, an unfinished one resumes from its saved state.
     ``stop_after`` stops after that many steps with the state saved and no ``DONE`` (calling
-    again resumes)."""
+    again resumes); ``on_step(step, model, losses)`` runs after every step (learning curves)."""
     from ..encoders.minilm import check_device
     from ..training.loop import load_base
 
@@ -387,12 +314,17 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
         examples = build_reader_examples(dataset, fold, config.negatives, config.bm25_tokenizer, config.negative_depth)
         feats = make_features(base.tokenizer, examples, config.max_length, config.doc_stride, config.max_query_length)
         model = build_qa_model(base.model, config.seed)
+        if config.freeze_embeddings:
+            freeze_word_embeddings(model)
         log.info("reader %s: %d examples, %d windows", fold.name, len(examples), len(feats))
         pad = base.tokenizer.pad_token_id or 0
-        finished, step, resumed, losses = _train_loop(model, feats, pad, config, folder / STATE_FILE, key, stop_after,
-                                                      progress)
-        if not finished:
+        lengths = [len(f.input_ids) for f in feats] if config.group_by_length else None
+        outcome = train_steps(model, len(feats), lambda idx: span_loss(model, [feats[i] for i in idx], pad, config.device),
+                              config.schedule(), folder / STATE_FILE, key, lengths=lengths, stop_after=stop_after,
+                              progress=progress, desc="reader", on_step=on_step)
+        if not outcome.finished:
             return folder
+        step, resumed, losses = outcome.step, outcome.resumed_from, outcome.losses
         model.to("cpu")
         reader = ExtractiveReader(model, base.tokenizer, name=f"reader-{config.base}" + (f"-{config.size}" if config.size else ""),
                                   max_length=config.max_length, doc_stride=config.doc_stride,

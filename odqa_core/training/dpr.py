@@ -25,15 +25,18 @@ from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever, register
 from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
 from .loop import (
+    BaseModel,
     base_fingerprint,
+    contrastive_loss,
+    embed,
     load_base,
     quiet_transformers,
     resolve_size,
     saved_prompts,
-    train_loop,
     trainable_parameters,
 )
-from .negatives import build_examples
+from .negatives import Example, build_examples
+from .steps import Schedule, train_steps
 
 __all__ = ["TrainConfig", "train_fold", "is_trained", "checkpoint_key", "trainable_parameters", "DPRRetriever",
            "dpr_retriever", "STATE_FILE", "INFO_FILE"]
@@ -105,6 +108,13 @@ class TrainConfig:
 
     def key_fields(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+
+    def schedule(self) -> Schedule:
+        """The settings the shared step loop runs on."""
+        return Schedule(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, max_steps=self.max_steps,
+                        warmup=self.warmup, weight_decay=self.weight_decay, grad_accum=self.grad_accum,
+                        max_grad_norm=self.max_grad_norm, seed=self.seed, device=self.device,
+                        save_every=self.save_every)
 
 
 def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
@@ -203,6 +213,20 @@ def train_fold(dataset: Dataset, fold: Fold, config: TrainConfig | None = None, 
     return folder
 
 
+def _batch_loss(model: Any, base: BaseModel, batch: list[Example], passages: dict[str, str], config: TrainConfig) -> Any:
+    """In-batch contrastive loss of questions against their gold and hard-negative passages."""
+    import torch
+
+    cols = [ex.positive_id for ex in batch] + [n for ex in batch for n in ex.hard_negative_ids]
+    q = embed(model, base.tokenizer, [base.query_prefix + ex.question for ex in batch], config.max_length_q,
+              config.pooling, config.device)
+    p = embed(model, base.tokenizer, [base.passage_prefix + passages[c] for c in cols], config.max_length_p,
+              config.pooling, config.device)
+    mask = torch.tensor([[c == ex.positive_id and j != i for j, c in enumerate(cols)] for i, ex in enumerate(batch)],
+                        device=q.device)
+    return contrastive_loss(q, p, config.scale, mask)
+
+
 def _train_into(folder: Path, key: str, dataset: Dataset, fold: Fold, config: TrainConfig,
                 stop_after: int | None, progress: bool | None) -> None:
     import torch
@@ -220,7 +244,8 @@ def _train_into(folder: Path, key: str, dataset: Dataset, fold: Fold, config: Tr
         model = _wrap_lora(model, config)
     n_train = trainable_parameters(model)
     log.info("dpr %s: %d examples, %d trainable of %d parameters", fold.name, len(examples), n_train, total_params)
-    outcome = train_loop(model, base, examples, passages, config, folder / STATE_FILE, key, stop_after, progress)
+    outcome = train_steps(model, len(examples), lambda idx: _batch_loss(model, base, [examples[i] for i in idx], passages, config),
+                          config.schedule(), folder / STATE_FILE, key, stop_after=stop_after, progress=progress, desc="dpr")
     if not outcome.finished:
         return
     if config.lora_r is not None:

@@ -1,34 +1,25 @@
-"""The DPR training loop: base models, pooling, the in-batch contrastive loss, and a resumable
-step loop whose state (weights, optimizer, scheduler, step, RNG) is saved atomically.
-
-The data order is a pure function of (seed, step), so a run stopped at step s and resumed
-replays exactly the batches an uninterrupted run would have seen.
-"""
+"""What trainers start from: base models by name with their fingerprints and prompts, pooled
+embeddings with gradients, and the in-batch contrastive loss. The step loop is in ``steps``."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import logging
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OdqaBenchError
-from .checkpoint import load_train_state, save_train_state
-from .negatives import Example
 
 if TYPE_CHECKING:
     import torch
 
-    from .dpr import TrainConfig
-
 __all__ = ["BaseModel", "load_base", "base_fingerprint", "embed", "encode", "contrastive_loss",
-           "trainable_parameters", "quiet_transformers", "resolve_size", "saved_prompts", "plan_steps", "batch_at", "train_loop", "TrainOutcome", "deterministic"]
+           "trainable_parameters", "quiet_transformers", "resolve_size", "saved_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -175,114 +166,3 @@ def contrastive_loss(q: torch.Tensor, p: torch.Tensor, scale: float, mask: torch
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
-
-
-def plan_steps(n_examples: int, config: TrainConfig) -> tuple[int, int]:
-    """(micro-batches per epoch, total optimizer steps); a short last batch is dropped."""
-    per_epoch = max(1, n_examples // config.batch_size)
-    if config.max_steps is not None:
-        return per_epoch, config.max_steps
-    return per_epoch, max(1, (config.epochs * per_epoch) // config.grad_accum)
-
-
-def batch_at(micro: int, n_examples: int, per_epoch: int, batch_size: int, seed: int) -> np.ndarray:
-    """Example indices of micro-batch ``micro``: epoch e uses a permutation seeded by (seed, e)."""
-    epoch, pos = divmod(micro, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n_examples)
-    return perm[pos * batch_size : (pos + 1) * batch_size]
-
-
-@dataclass
-class TrainOutcome:
-    finished: bool
-    step: int
-    total_steps: int
-    losses: list[float] = field(default_factory=list)
-    resumed_from: int = 0
-
-
-@contextlib.contextmanager
-def deterministic() -> Iterator[None]:
-    """``torch.use_deterministic_algorithms(True)`` for the block, then the caller's setting."""
-    import torch
-
-    was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn)
-
-
-def _lr_lambda(warm: int, total: int):  # noqa: ANN202 - a closure for LambdaLR
-    def f(s: int) -> float:
-        if s < warm:
-            return (s + 1) / (warm + 1)
-        return max(0.0, (total - s) / max(1, total - warm))
-
-    return f
-
-
-def _batch_loss(model: Any, base: BaseModel, batch: list[Example], passages: dict[str, str], config: TrainConfig) -> torch.Tensor:
-    import torch
-
-    cols = [ex.positive_id for ex in batch] + [n for ex in batch for n in ex.hard_negative_ids]
-    q = embed(model, base.tokenizer, [base.query_prefix + ex.question for ex in batch], config.max_length_q,
-              config.pooling, config.device)
-    p = embed(model, base.tokenizer, [base.passage_prefix + passages[c] for c in cols], config.max_length_p,
-              config.pooling, config.device)
-    mask = torch.tensor([[c == ex.positive_id and j != i for j, c in enumerate(cols)] for i, ex in enumerate(batch)],
-                        device=q.device)
-    return contrastive_loss(q, p, config.scale, mask)
-
-
-def train_loop(model: Any, base: BaseModel, examples: list[Example], passages: dict[str, str], config: TrainConfig,
-               state_path: Path, key: str, stop_after: int | None = None, progress: bool | None = None) -> TrainOutcome:
-    """Run (or resume) optimisation; saves the state every ``config.save_every`` steps and
-    when ``stop_after`` steps are reached before the end (an interruption)."""
-    import torch
-    from torch.optim.lr_scheduler import LambdaLR
-    from tqdm.auto import tqdm
-
-    per_epoch, total = plan_steps(len(examples), config)
-    model.to(config.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warm = int(round(config.warmup * total))
-    sched = LambdaLR(opt, _lr_lambda(warm, total))
-    torch.manual_seed(config.seed)
-    restored = load_train_state(state_path, key, model, opt, sched)
-    start, losses = restored if restored else (0, [])
-    if start:
-        log.info("resuming DPR training at step %d of %d from %s", start, total, state_path)
-    show = sys.stderr.isatty() if progress is None else progress
-    model.train()
-    bar = tqdm(total=total, initial=start, desc="dpr", unit="step", disable=not show, leave=False)
-    step = start
-    try:
-        with deterministic():
-            while step < total:
-                if stop_after is not None and step >= stop_after:
-                    save_train_state(state_path, key, step, model, opt, sched, losses)
-                    return TrainOutcome(False, step, total, losses, start)
-                opt.zero_grad(set_to_none=True)
-                acc = 0.0
-                for a in range(config.grad_accum):
-                    idx = batch_at(step * config.grad_accum + a, len(examples), per_epoch, config.batch_size, config.seed)
-                    loss = _batch_loss(model, base, [examples[i] for i in idx], passages, config) / config.grad_accum
-                    loss.backward()
-                    acc += float(loss.detach())
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
-                sched.step()
-                losses.append(acc)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{acc:.4f}")
-                if step % config.save_every == 0 and step < total:
-                    save_train_state(state_path, key, step, model, opt, sched, losses)
-    finally:
-        bar.close()
-    model.eval()
-    return TrainOutcome(True, step, total, losses, start)

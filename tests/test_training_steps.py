@@ -1,0 +1,72 @@
+"""The shared step loop: batch plans (length grouping keeps the random epoch subset), and an
+extractive reader that overfits 64 training questions, so labels, loss and decoding agree."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from odqa_core.training.steps import GROUP_CHUNK, Schedule, batch_at, epoch_batches, plan_steps
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 400), bs=st.integers(1, 20), seed=st.integers(0, 5), epoch=st.integers(0, 3),
+       data=st.data())
+def test_grouped_epochs_hold_the_same_items_as_plain_ones(n, bs, seed, epoch, data):
+    lengths = data.draw(st.lists(st.integers(1, 50), min_size=n, max_size=n))
+    per_epoch, _ = plan_steps(n, Schedule(lr=1e-3, batch_size=bs))
+    plain = [batch_at(epoch * per_epoch + p, n, per_epoch, bs, seed) for p in range(per_epoch)]
+    grouped = epoch_batches(n, bs, seed, epoch, lengths)
+    assert len(grouped) == per_epoch
+    flat = np.concatenate(grouped)
+    assert len(set(flat.tolist())) == len(flat)  # no item twice in an epoch
+    # the same random subset as the ungrouped plan: length grouping never drops the short items
+    assert sorted(flat.tolist()) == sorted(np.concatenate(plain).tolist())
+    assert [b.tolist() for b in epoch_batches(n, bs, seed, epoch)] == [b.tolist() for b in plain]
+    again = epoch_batches(n, bs, seed, epoch, lengths)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
+
+
+def test_grouping_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 256, size=GROUP_CHUNK * 16 * 2)
+    width = {g: np.mean([lengths[b].max() for b in epoch_batches(len(lengths), 16, 0, 0, lengths if g else None)])
+             for g in (False, True)}
+    assert width[True] < 0.8 * width[False], width
+
+
+def test_reader_overfits_64_questions():
+    """Trained to near-zero loss on 64 questions, the reader must read their own answers back
+    (F1 >= 0.9): the span labels, the loss and span decoding agree."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import tempfile
+    from pathlib import Path
+
+    from odqa_core.data import load_dataset
+    from odqa_core.data.folds import get_fold
+    from odqa_core.e2e import score_predictions
+    from odqa_core.encoders import tiny_bert
+    from odqa_core.reader.extractive import ExtractiveReader, build_qa_model
+    from odqa_core.reader.train import build_reader_examples, make_features, span_loss
+    from odqa_core.training.steps import train_steps
+
+    ds = load_dataset("default")
+    examples = [e for f in (1, 2) for e in build_reader_examples(ds, get_fold(ds, f, 2), 0, "regex")][:64]
+    assert len(examples) == 64
+    enc = tiny_bert(seed=0, layers=2, hidden=64, heads=2, max_length=256)
+    feats = make_features(enc.tokenizer, examples, 256, 64, 48)
+    assert len(feats) > len(examples)  # some passages span two windows
+    model = build_qa_model(enc.model, 0)
+    schedule = Schedule(lr=2e-3, batch_size=16, max_steps=240, warmup=0.1, seed=0, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = train_steps(model, len(feats), lambda idx: span_loss(model, [feats[i] for i in idx], 0, "cpu"),
+                          schedule, Path(tmp) / "state.pt", "overfit", lengths=[len(f.input_ids) for f in feats],
+                          progress=False)
+    assert out.finished and np.mean(out.losses[-10:]) < 0.1, out.losses[-10:]
+    with torch.no_grad():
+        reader = ExtractiveReader(model, enc.tokenizer, max_length=256, doc_stride=64, max_query_length=48, threads=1)
+        preds = reader.predict([e.question for e in examples], [[e.context] for e in examples])
+    _, f1 = score_predictions([p.text for p in preds], [[e.answer_text] for e in examples], "auto")
+    assert f1.mean() >= 0.9, f1.mean()

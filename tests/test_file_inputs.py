@@ -200,3 +200,45 @@ def test_a_cut_run_file_reads_as_a_prefix_or_is_refused(tmp_path_factory: pytest
         return
     got = {(q, d, s) for q, docs in run.to_dict().items() for d, s in docs.items()}
     assert got == {(q, d, float(f"{s:.10g}")) for q, d, s in rows[: len(got)]}
+
+
+# --- one run-file format: `run --json` is read by `report` and `baseline update` ---------------
+
+def test_run_json_is_a_run_file_for_report_and_baseline_update(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+
+    from odqa_core.data import load_dataset
+    from odqa_core.metrics import evaluate
+    from odqa_core.report.runfile import load_run
+    from odqa_core.retrieval import get_retriever, retrieve
+
+    root = Path(__file__).resolve().parent.parent
+    saved = tmp_path / "run.json"
+    proc = cli("run", "--dataset", "default", "--retriever", "bm25", "--tokenizer", "regex", "--k", "1", "10",
+               "--json", str(saved))
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {saved}" in proc.stdout
+    records = load_run(saved)
+    ds = load_dataset("default")
+    expected = evaluate(retrieve(get_retriever("bm25", tokenizer="regex").index(ds.corpus), ds, 10), ds.qrels,
+                        ["hit@1", "ndcg@10"])
+    by_key = {(r.cell, r.metric): r for r in records}
+    assert {r.suite for r in records} == {"run"} and {r.dataset_sha256 for r in records} == {ds.sha256}
+    assert {r.cell for r in records} == {"run[bm25-regex/default/k=1]", "run[bm25-regex/default/k=10]"}
+    for cell, metric in (("run[bm25-regex/default/k=1]", "hit@1"), ("run[bm25-regex/default/k=10]", "ndcg@10")):
+        rec = by_key[(cell, metric)]
+        assert np.allclose(rec.per_query, expected[metric]) and rec.value == pytest.approx(expected[metric].mean())
+        assert rec.query_ids is not None and len(rec.query_ids) == len(rec.per_query)
+
+    gate = ("--project", str(root), "--baseline-dir", str(tmp_path / "bl"))
+    proc = cli("baseline", "update", "--run", str(saved), *gate)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "bl" / "quick" / "run.json").is_file()
+    proc = cli("report", "--run", str(saved), "--out", str(tmp_path / "rep"), *gate)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "rep" / "comparison.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(records) and {r["status"] for r in rows} == {"unchanged"}
+    assert {int(r["n"]) for r in rows} == {len(by_key[("run[bm25-regex/default/k=1]", "hit@1")].per_query)}

@@ -1,4 +1,5 @@
-"""Shared, process-cached objects for the benchmark suites: datasets and depth-100 runs.
+"""Shared, process-cached objects for the benchmark suites: datasets and depth-100 runs, and
+the one rule for real data that is missing: the test skips here and fails on CI.
 
 Each pytest-xdist worker keeps its own copy (session fixtures run per worker); the expensive
 parts underneath (token lists, embeddings) are cached on disk."""
@@ -6,29 +7,48 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import NoReturn
 
 from .data import Dataset, load_dataset
 from .errors import OdqaBenchError
 from .retrieval import Run, get_retriever, retrieve
 
-__all__ = ["RUN_DEPTH", "cached_dataset", "cached_run"]
+__all__ = ["RUN_DEPTH", "cached_dataset", "cached_run", "on_ci", "require_dataset", "skip_or_fail"]
 
 # the deepest cut-off any quick cell asks for: one search serves the whole k sweep
 RUN_DEPTH = 100
 
 
-@cache
-def cached_dataset(name: str) -> Dataset:
-    """Load a dataset once per process. Outside CI a missing data folder skips the cell; on CI
-    (``CI`` set) it fails, so real-data suites are never skipped silently."""
+def on_ci() -> bool:
+    """Whether this run is on CI (``CI`` set and not empty), where real data must be present."""
+    return bool(os.environ.get("CI"))
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test because ``reason`` (its data is missing); on CI fail it instead,
+    so a real-data suite is never skipped silently there."""
+    import pytest
+
+    if on_ci():
+        pytest.fail(f"{reason} (CI is set: real-data tests fail instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_dataset(name: str) -> Dataset:
+    """Load a named dataset for a real-data test; one that cannot be loaded skips the test here
+    and fails it on CI (see :func:`skip_or_fail`). Not cached: see :func:`cached_dataset`."""
     try:
         return load_dataset(name)
     except OdqaBenchError as exc:
-        if name != "default" and not os.environ.get("CI"):
-            import pytest
+        reason = f"dataset {name!r} unavailable here: {exc}"
+    skip_or_fail(reason)  # outside the except block: the failure shows no chained traceback
 
-            pytest.skip(f"dataset {name!r} unavailable here: {exc}")
-        raise
+
+@cache
+def cached_dataset(name: str) -> Dataset:
+    """Load a dataset once per process, as :func:`require_dataset` does; the embedded
+    ``default`` needs no data folder, so an error there is never skipped."""
+    return load_dataset(name) if name == "default" else require_dataset(name)
 
 
 @cache

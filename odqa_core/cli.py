@@ -40,9 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Retrieve with each retriever × tokenizer and print hit/recall/MRR/nDCG at each k."""
     import pandas as pd
 
-    from .baseline.store import run_metadata
     from .data import load_dataset
-    from .io import atomic_write_json
     from .metrics import answer_hits, evaluate
     from .retrieval import accepts, get_retriever, parse_spec, retrieve, retriever_names
 
@@ -54,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     datasets = {}
     for dname in args.dataset:
         ds = load_dataset(dname, args.data_dir)
-        datasets[ds.name] = ds.sha256
+        datasets[ds.name] = (ds.sha256, ds.qrels)
         for label, (rname, params) in zip(args.retriever, specs):
             # lexical retrievers run once per tokenizer; dense ones, or a spec naming its tokenizer, once
             tokenizers = args.tokenizer if accepts(rname, "tokenizer") and "tokenizer" not in params else [None]
@@ -73,15 +71,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for metric, vec in scores.items():
                     base, _, k = metric.partition("@")
                     records.append({"dataset": ds.name, "retriever": label, "tokenizer": tok or params.get("tokenizer", "-"), "k": int(k),
-                                    "metric": base, "value": float(vec.mean())})
+                                    "metric": base, "value": float(vec.mean()), "per_query": vec})
     frame = pd.DataFrame(records)
     wide = frame.pivot_table(index=["dataset", "retriever", "tokenizer", "metric"], columns="k", values="value").reset_index()
     wide.columns = [str(c) if not isinstance(c, int) else f"@{c}" for c in wide.columns]
     _print_table(wide.to_dict("records"), list(wide.columns), "odqa-bench results (mean over queries)")
     if args.json:
-        atomic_write_json(args.json, {"records": records, "datasets": datasets, **run_metadata()})
-        print(f"wrote {args.json}")
+        from .report.runfile import save_run
+
+        save_run(args.json, [_run_record(r, *datasets[r["dataset"]]) for r in records])
+        print(f"wrote {args.json} (a run file for odqa-bench report and baseline update)")
     return 0
+
+
+def _run_record(row: dict[str, Any], sha256: str, qrels: dict[str, dict[str, int]]) -> Any:
+    """One ``run`` table entry as a record of suite ``run``, its cell id shaped like the
+    retrieval suite's (``run[bm25-regex/default/k=10]``), so saved runs share one format."""
+    from .baseline.store import Record
+    from .metrics import judged_query_ids
+
+    system = row["retriever"] if row["tokenizer"] == "-" else f"{row['retriever']}-{row['tokenizer']}"
+    return Record("run", f"run[{system}/{row['dataset']}/k={row['k']}]", f"{row['metric']}@{row['k']}", row["value"],
+                  per_query=[float(x) for x in row["per_query"]], query_ids=judged_query_ids(qrels),
+                  dataset=row["dataset"], dataset_sha256=sha256)
 
 
 def _load_qrels(path: str) -> dict[str, dict[str, int]]:

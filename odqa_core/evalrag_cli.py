@@ -34,6 +34,14 @@ def _positive(text: str) -> int:
     return v
 
 
+def _kb_columns(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",")]
+    low = [c.lower() for c in names]
+    if any(not c for c in names) or low.count("title") != 1 or low.count("text") != 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names with 'title' and 'text' once each, got {text!r}")
+    return names
+
+
 def add_eval_rag_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``eval-rag`` subcommand on an argparse subparsers object and set ``func``."""
     p = subparsers.add_parser(
@@ -55,7 +63,11 @@ def add_eval_rag_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--eval_batch_size", type=_positive, default=8, help="reader batch size. Default: 8")
     p.add_argument("--print_predictions", action="store_true", help="print each question's prediction")
     p.add_argument("--knowledge_base", metavar="CSV|TSV|NAME",
-                   help="a title,text CSV/TSV file or a named dataset (e.g. korquad-dev) whose corpus is searched")
+                   help="a CSV/TSV file whose header row names its title and text columns, or a named dataset "
+                        "(e.g. korquad-dev) whose corpus is searched")
+    p.add_argument("--kb_columns", type=_kb_columns, default=None, metavar="NAMES",
+                   help="the column names of a headerless knowledge-base file, in order (the RAG recipe's TSV: "
+                        "title,text). Default: the file's header row")
     p.add_argument("--kb_split_words", type=_positive, default=None, metavar="N",
                    help="split knowledge-base texts into passages of N words (the RAG recipe uses 100). Default: no split")
     p.add_argument("--data_dir", metavar="DIR", help="data folder for named datasets. Default: $ODQA_DATA_DIR, else ../shared/data")
@@ -77,13 +89,14 @@ def _knowledge_base(args: argparse.Namespace) -> Any:
 
     kb = args.knowledge_base
     if not kb:
-        raise OdqaBenchError("--knowledge_base is needed to compute predictions (a title,text CSV/TSV or a dataset name)")
+        raise OdqaBenchError("--knowledge_base is needed to compute predictions (a CSV/TSV with title and text columns or a dataset name)")
     path = Path(kb)
     if path.is_file():
-        return load_kb(path, args.kb_split_words)[0]
+        return load_kb(path, args.kb_split_words, args.kb_columns)[0]
     if kb in dataset_names():
-        if args.kb_split_words:
-            raise OdqaBenchError("--kb_split_words applies to a CSV/TSV knowledge base, not a named dataset")
+        for flag, value in (("--kb_split_words", args.kb_split_words), ("--kb_columns", args.kb_columns)):
+            if value:
+                raise OdqaBenchError(f"{flag} applies to a CSV/TSV knowledge base, not a named dataset")
         return load_dataset(kb, args.data_dir).corpus
     raise OdqaBenchError(f"--knowledge_base {kb!r}: no such file and not a dataset name ({', '.join(dataset_names())})")
 

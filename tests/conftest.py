@@ -2,12 +2,12 @@
 CI), and a tiny hand-made corpus whose rankings can be worked out by hand."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from odqa_core.bench import skip_or_fail
 from odqa_core.data import Corpus, Dataset, data_dir
 
 FIXTURES = Path(__file__).resolve().parent / "data"
@@ -39,9 +39,7 @@ def require_data_dir() -> Path:
     """The real data folder; a missing one skips the test locally and fails it in CI."""
     root = data_dir()
     if root is None or not root.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but no data folder was found (set ODQA_DATA_DIR)")
-        pytest.skip("no data folder (set ODQA_DATA_DIR or create ../shared/data)")
+        skip_or_fail("no data folder (set ODQA_DATA_DIR or create ../shared/data)")
     return root
 
 

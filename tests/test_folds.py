@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from odqa_core.bench import require_dataset
 from odqa_core.data import load_dataset
 from odqa_core.data.folds import (
     Fold,
@@ -77,10 +78,7 @@ def test_balanced_by_query_count(ds: Dataset, n_folds: int) -> None:
 
 
 def test_real_korquad_folds_balanced_and_clean() -> None:
-    try:
-        kq = load_dataset("korquad-dev")
-    except OdqaBenchError as exc:
-        pytest.skip(f"korquad-dev not available: {exc}")
+    kq = require_dataset("korquad-dev")
     folds = kfold_by_group(kq, 5, seed=0)
     counts = [len(f.test_query_ids) for f in folds]
     assert max(counts) - min(counts) <= 0.02 * kq.n_queries

@@ -159,18 +159,14 @@ def _grid() -> int:
 
 @pytest.fixture(scope="module")
 def real_vectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    from odqa_core.data import load_dataset
+    from odqa_core.bench import require_dataset
     from odqa_core.metrics import evaluate
     from odqa_core.retrieval import get_retriever, retrieve
 
     out: dict[str, np.ndarray] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ODQA_CACHE_DIR", str(tmp_path_factory.mktemp("odqa_cache")))
-        try:
-            kq = load_dataset("korquad-dev")
-            sf = load_dataset("scifact")
-        except OdqaBenchError as exc:
-            pytest.skip(f"real data unavailable: {exc}")
+        kq, sf = require_dataset("korquad-dev"), require_dataset("scifact")
         run = retrieve(get_retriever("bm25", tokenizer="regex").index(kq.corpus), kq, 20)
         m = evaluate(run, kq.qrels, ["hit@5", "hit@20"])
         out["korquad-dev hit@5"], out["korquad-dev hit@20"] = m["hit@5"], m["hit@20"]

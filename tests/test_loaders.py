@@ -311,7 +311,11 @@ def test_kb_with_and_without_header(tmp_path: Path, header: bool, suffix: str, d
     rows = [["Seoul", "Seoul is the capital"], ["Kimchi", "fermented cabbage"]]
     lines = ([["title", "text"]] if header else []) + rows
     path.write_text("".join(delim.join(r) + "\n" for r in lines), encoding="utf-8")
-    corpus, sha = load_kb(path)
+    columns = None if header else ["title", "text"]
+    if not header:
+        with pytest.raises(OdqaBenchError, match=rf"kb\{suffix}:1: no header row naming the columns 'title' and 'text'"):
+            load_kb(path)
+    corpus, sha = load_kb(path, columns=columns)
     assert corpus.titles == ["Seoul", "Kimchi"]
     assert corpus.texts == ["Seoul is the capital", "fermented cabbage"]
     assert corpus.ids == ["1-0", "2-0"]  # data rows: the same ids with or without a header
@@ -319,7 +323,46 @@ def test_kb_with_and_without_header(tmp_path: Path, header: bool, suffix: str, d
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(delim.join(["Busan", "port", "city"]) + "\n")
     with pytest.raises(OdqaBenchError, match=rf"kb\{suffix}:{len(lines) + 1}: expected 2 columns"):
-        load_kb(path)
+        load_kb(path, columns=columns)
+
+
+@pytest.mark.parametrize("delim", [",", "\t"])
+def test_kb_columns_by_header_name(tmp_path: Path, delim: str) -> None:
+    """Columns are found by name in any order, extra columns ignored; the header never becomes a passage."""
+    path = tmp_path / "kb.csv"
+    lines = [["id", "Text ", "TITLE"], ["7", "Seoul is the capital", "Seoul"], ["8", "fermented cabbage", "Kimchi"]]
+    path.write_text("\ufeff" + "".join(delim.join(r) + "\n" for r in lines), encoding="utf-8")
+    corpus, _ = load_kb(path)
+    assert corpus.titles == ["Seoul", "Kimchi"]
+    assert corpus.texts == ["Seoul is the capital", "fermented cabbage"]
+    headless = tmp_path / "headless.csv"
+    headless.write_text("".join(delim.join(r) + "\n" for r in lines[1:]), encoding="utf-8")
+    assert load_kb(headless, columns=["id", "text", "title"])[0].titles == ["Seoul", "Kimchi"]
+
+
+@pytest.mark.parametrize(("content", "columns", "match"), [
+    ("foo,bar\nSeoul,capital\n", None,
+     r"kb\.csv:1: no header row naming the columns 'title' and 'text' \(the first line holds 'foo', 'bar'\)"),
+    ("\ntitle,body\nSeoul,capital\n", None, r"kb\.csv:2: no header row .*\(no 'text' column; the first line holds"),
+    ("title,text,title\nA,b,C\n", None, r"kb\.csv: the header row names the column 'title' 2 times"),
+    ("text,title\nSeoul,capital\n", ["title", "text"], r"kb\.csv:1: the first line is a header .* drop --kb_columns"),
+    ("Seoul,capital\n", ["name", "text"], r"column names 'name', 'text' lack 'title' or 'text'"),
+])
+def test_kb_header_refused(tmp_path: Path, content: str, columns: list[str] | None, match: str) -> None:
+    path = tmp_path / "kb.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(OdqaBenchError, match=match):
+        load_kb(path, columns=columns)
+
+
+def test_kb_rag_recipe_tsv(tmp_path: Path) -> None:
+    """The RAG recipe's knowledge file: tab-separated under a .csv name, no header, a quoted title."""
+    path = tmp_path / "my_knowledge_dataset.csv"
+    path.write_text('Aaron\tAaron is a prophet, high priest (or "Aharon").\n"Pokemon"\tPokemon, a "franchise".\n',
+                    encoding="utf-8")
+    corpus, _ = load_kb(path, columns=["title", "text"])
+    assert corpus.titles == ["Aaron", "Pokemon"]
+    assert corpus.texts == ['Aaron is a prophet, high priest (or "Aharon").', 'Pokemon, a "franchise".']
 
 
 def test_kb_csv_quoting_and_split(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from odqa_core.bench import require_dataset
 from odqa_core.data import load_dataset
 from odqa_core.data.types import Corpus
 from odqa_core.errors import OdqaBenchError
@@ -68,13 +69,6 @@ def local_ray() -> Any:
         ray.shutdown()
 
 
-def _scifact() -> Any:
-    try:
-        return load_dataset("scifact")
-    except OdqaBenchError as exc:
-        pytest.skip(f"SciFact not available: {exc}")
-
-
 def _check_same(ds: Any, inner: str, params: dict[str, Any], shard_counts: list[int], k: int = 100) -> None:
     single = get_retriever(inner, **params).index(ds.corpus)
     want_i, want_s = single.search(ds.query_texts, k)
@@ -109,7 +103,7 @@ def test_actor_info_reports_current_and_peak_memory(local_ray: Any) -> None:
 
 
 def test_bm25_scifact_identical_for_1_2_3_shards(local_ray: Any) -> None:
-    _check_same(_scifact(), "bm25", {"tokenizer": "regex-stem", "k1": 0.9, "b": 0.4}, [1, 2, 3])
+    _check_same(require_dataset("scifact"), "bm25", {"tokenizer": "regex-stem", "k1": 0.9, "b": 0.4}, [1, 2, 3])
 
 
 class _CharHash:
@@ -145,7 +139,7 @@ def test_statistics_free_inner_indexes_per_shard(local_ray: Any, monkeypatch: py
 
 
 def test_actor_killed_mid_search_gives_full_result_or_error(local_ray: Any) -> None:
-    ds = _scifact()
+    ds = require_dataset("scifact")
     params = {"tokenizer": "regex"}
     queries = ds.query_texts * 10
     want = get_retriever("bm25", **params).index(ds.corpus).search(queries, 50)

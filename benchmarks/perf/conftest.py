@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from odqa_core.data import load_dataset
+from odqa_core.bench import require_dataset
 from odqa_core.data.types import Corpus, Dataset
 from odqa_core.errors import OdqaBenchError
 from odqa_core.retrieval import sparse
@@ -77,11 +77,8 @@ def tokenized_set(ds: Dataset, tokenizer: str) -> TokenizedSet:
 
 @pytest.fixture(scope="session")
 def scifact() -> Dataset:
-    """BEIR SciFact test split; the suite skips when the data folder is absent."""
-    try:
-        return load_dataset("scifact")
-    except OdqaBenchError as exc:
-        pytest.skip(f"SciFact not available: {exc}")
+    """BEIR SciFact test split; without the data folder the suite skips, and fails on CI."""
+    return require_dataset("scifact")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from odqa_core.data import load_dataset
+from odqa_core.bench import require_dataset
 from odqa_core.data.types import Dataset
 from odqa_core.errors import OdqaBenchError
 from odqa_core.perfstats import interleaved_times, speed_ratio
@@ -53,10 +53,7 @@ def _cells() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def kowiki() -> Dataset:
-    try:
-        return load_dataset("korquad-open")
-    except OdqaBenchError as exc:
-        pytest.skip(f"korquad-open not available: {exc}")
+    return require_dataset("korquad-open")
 
 
 def passage_sample(ds: Dataset, n: int = SAMPLE) -> list[str]:

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..errors import OdqaBenchError
 from ..retrieval.run import Run
 
-__all__ = ["MetricSpec", "parse_metric", "Judged", "judge", "evaluate", "RANKING_METRICS"]
+__all__ = ["MetricSpec", "parse_metric", "Judged", "judge", "judged_query_ids", "evaluate", "RANKING_METRICS"]
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,16 @@ class Judged:
     ideal: np.ndarray        # (n, K_ideal) grades sorted descending, zero padded
 
 
+def judged_query_ids(qrels: dict[str, dict[str, int]]) -> list[str]:
+    """The queries a metric vector covers, in its order: qrels order, those with a relevant document."""
+    return [q for q, g in qrels.items() if any(v > 0 for v in g.values())]
+
+
 def judge(run: Run, qrels: dict[str, dict[str, int]], hits: np.ndarray | None = None) -> Judged:
     """Lay ``run`` against ``qrels``. ``hits`` (n_run_queries, K) may replace the qrels lookup
     with another relevance definition (e.g. 'answer string present'), graded 1/0."""
     run_pos = {q: i for i, q in enumerate(run.query_ids)}
-    qids = [q for q, g in qrels.items() if any(v > 0 for v in g.values())]
+    qids = judged_query_ids(qrels)
     n, K = len(qids), run.k
     rows = np.array([run_pos.get(q, -1) for q in qids], dtype=np.int64)
     present = rows >= 0

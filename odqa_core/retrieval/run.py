@@ -6,12 +6,13 @@ BEIR/pytrec_eval/ranx shape; ``read_trec``/``write_trec`` speak the TREC run for
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import OdqaBenchError
+from ..errors import OdqaBenchError, quote_line
 from ..io import atomic_write_text
 
 __all__ = ["Run", "tie_keys", "topk"]
@@ -121,25 +122,37 @@ class Run:
 
     @classmethod
     def read_trec(cls, path: str | Path) -> Run:
+        """Read a TREC run, ``qid Q0 docid rank score tag`` on every line. A line that does not
+        fit is an error with its file, line number and text (a file cut mid-line is refused)."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise OdqaBenchError(f"{path}: file not found") from None
+        except UnicodeDecodeError:
+            raise OdqaBenchError(f"{path}: not UTF-8 text") from None
         results: dict[str, dict[str, float]] = {}
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()
+            where = f"{path}:{n}"
             if len(parts) != 6:
-                raise OdqaBenchError(f"{path}:{n}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
+                raise OdqaBenchError(f"{where}: expected 6 columns 'qid Q0 docid rank score tag' of a TREC run, "
+                                     f"got {len(parts)}: {quote_line(line)}")
+            try:
+                int(parts[3])
+            except ValueError:
+                raise OdqaBenchError(f"{where}: rank {parts[3]!r} is not an integer: {quote_line(line)}") from None
             try:
                 score = float(parts[4])
+                if math.isnan(score):
+                    raise ValueError(parts[4])
             except ValueError:
-                raise OdqaBenchError(f"{path}:{n}: score {parts[4]!r} is not a number") from None
+                raise OdqaBenchError(f"{where}: score {parts[4]!r} is not a number: {quote_line(line)}") from None
             q, d = parts[0], parts[2]
             if d in results.setdefault(q, {}):
-                raise OdqaBenchError(f"{path}:{n}: document {d} listed twice for query {q}")
+                raise OdqaBenchError(f"{where}: document {d} listed twice for query {q}")
             results[q][d] = score
         if not results:
             raise OdqaBenchError(f"{path}: the run is empty")

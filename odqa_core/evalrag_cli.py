@@ -205,6 +205,9 @@ def cmd_eval_rag(args: argparse.Namespace) -> int:
             print(f"precision@{args.k}: {p:.2f} ({n} questions)")
     else:
         em, f1 = score_predictions(lines, gold_answers, args.lang)
+        unanswerable = sum(1 for g in gold_answers if not g)
+        if unanswerable:
+            print(f"{unanswerable} of {n} questions have no gold answer; they score 0 (as in eval_rag)")
         print(f"EM: {100.0 * em.mean():.2f}")
         print(f"F1: {100.0 * f1.mean():.2f} ({n} questions)")
     return 0

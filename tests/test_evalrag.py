@@ -213,3 +213,84 @@ def test_parser_registers_on_a_cli():
     assert callable(args.func)
     assert (args.eval_mode, args.gold_data_mode, args.k, args.n_docs, args.retriever) == ("e2e", "qa", 1, 5, "bm25")
     assert args.predictions_path == "predictions.txt" and not args.recalculate
+
+
+@pytest.mark.parametrize("damage", ["no_info", "torn_weights", "torn_info"])
+def test_a_damaged_reader_checkpoint_is_one_line(files, capsys, tmp_path, one_thread, damage):
+    from odqa_core.reader import build_reader
+
+    ckpt = build_reader("tiny", "L1", seed=0, max_length=64, doc_stride=8, max_query_length=16).save(tmp_path / "reader")
+    if damage == "no_info":
+        (ckpt / "odqa_reader.json").unlink()
+        expect = "not a reader checkpoint"
+    elif damage == "torn_weights":
+        w = ckpt / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:200])
+        expect = "cannot load the reader"
+    else:
+        (ckpt / "odqa_reader.json").write_text('{"name": "x", "settings": {', encoding="utf-8")
+        expect = "cannot load the reader"
+    gold = files["dir"] / "gold_ans.txt"
+    gold.write_text("black and white\ncold water\norange\n", encoding="utf-8")
+    rc, out, err = run(e2e_args(files, str(gold), "--gold_data_mode", "ans", "--reader", str(ckpt),
+                                "--knowledge_base", files["kb"], "--tokenizer", "regex"), capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and expect in lines[0], err
+    assert not (files["dir"] / "pred.txt").exists()  # nothing written
+
+
+def test_questions_without_gold_answers_are_counted(files, capsys):
+    ans = files["dir"] / "gold_ans.txt"
+    ans.write_text("paris\n\n1999\n", encoding="utf-8")
+    with open(files["pred"], "w", encoding="utf-8") as fh:
+        fh.write("Paris\n\n1999\n")
+    rc, out, _ = run(e2e_args(files, str(ans), "--gold_data_mode", "ans"), capsys)
+    # the blank gold line is no answer: it scores 0 even against an empty prediction
+    assert rc == 0 and "1 of 3 questions have no gold answer" in out and "EM: 66.67" in out
+    qa = files["dir"] / "gold_qa.txt"
+    qa.write_text("Who?\t['Paris']\nWhat?\t[]\nWhen?\t['1999']\n", encoding="utf-8")
+    rc, out, _ = run(e2e_args(files, str(qa)), capsys)
+    assert rc == 0 and "1 of 3 questions have no gold answer" in out and "EM: 66.67" in out
+
+
+@pytest.mark.parametrize("mode", ["qa", "ans"])
+def test_eval_rag_e2e_matches_the_suite(tmp_path, capsys, monkeypatch, one_thread, mode):
+    """The same trained reader, retriever and k give the same EM/F1 through eval-rag as through
+    the reader suite's end-to-end sweep."""
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "cache"))
+    from odqa_core.data import load_dataset
+    from odqa_core.data.folds import get_fold
+    from odqa_core.e2e import run_e2e_sweep
+    from odqa_core.reader import load_reader
+    from odqa_core.reader.train import PROFILES, train_reader
+    from odqa_core.retrieval import get_retriever, retrieve
+
+    k = 5
+    ds = load_dataset("default")
+    fold = get_fold(ds, 1, 2)
+    ckpt = train_reader(ds, fold, PROFILES["quick"], progress=False)
+    reader = load_reader(ckpt, threads=1)
+    qids = [q for q in fold.test_query_ids if ds.answers.get(q)]
+    run_ = retrieve(get_retriever("bm25", tokenizer="regex").index(ds.corpus), ds, k)
+    suite = run_e2e_sweep(ds, run_, reader, [k], "auto", query_ids=qids)[k]
+    sub = ds.subset_queries(qids)
+    (tmp_path / "q.txt").write_text("\n".join(sub.query_texts) + "\n", encoding="utf-8")
+    golds = [sub.answers[q] for q in sub.query_ids]
+    gold_text = ("\n".join(f"{t}\t{a!r}" for t, a in zip(sub.query_texts, golds)) if mode == "qa"
+                 else "\n".join(a[0] for a in golds))
+    (tmp_path / "gold.txt").write_text(gold_text + "\n", encoding="utf-8")
+    if mode == "ans":  # one answer a line: the suite scored against the first answer only
+        from odqa_core.e2e import score_predictions
+
+        em, f1 = score_predictions([p.text for p in suite["predictions"]], [[a[0]] for a in golds], "auto")
+    else:
+        em, f1 = suite["em"], suite["f1"]
+    rc, out, _ = run(["eval-rag", "--eval_mode", "e2e", "--evaluation_set", str(tmp_path / "q.txt"),
+                      "--gold_data_path", str(tmp_path / "gold.txt"), "--gold_data_mode", mode,
+                      "--predictions_path", str(tmp_path / "pred.txt"), "--knowledge_base", "default",
+                      "--retriever", "bm25", "--tokenizer", "regex", "--n_docs", str(k), "--reader", str(ckpt),
+                      "--eval_batch_size", str(reader.batch_size), "--lang", "auto"], capsys)
+    assert rc == 0, out
+    preds = (tmp_path / "pred.txt").read_text(encoding="utf-8").splitlines()
+    assert preds == [" ".join(p.text.split()) for p in suite["predictions"]]
+    assert f"EM: {100 * em.mean():.2f}" in out and f"F1: {100 * f1.mean():.2f}" in out, out

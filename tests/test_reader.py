@@ -392,3 +392,21 @@ def test_run_e2e_with_the_tiny_reader():
         assert p.text == top[p.passage_index][p.start_char : p.end_char]
     with pytest.raises(OdqaBenchError, match="depth"):
         run_e2e(ds, run.truncate(2), reader, 3, "ko", query_ids=qids)
+
+
+def test_a_damaged_cached_checkpoint_is_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "cache"))
+    from odqa_core.reader.train import trained_reader
+
+    ds = load_dataset("default")
+    fold = get_fold(ds, 1, n_folds=2)
+    first = train_reader(ds, fold, TINY, progress=False)
+    good = {k: v.clone() for k, v in _weights(first).items()}  # not a view of the file torn below
+    w = first / "model.safetensors"
+    torn = w.read_bytes()[:100]
+    w.unlink()
+    w.write_bytes(torn)  # a torn file behind a DONE marker
+    reader = trained_reader(ds, fold, TINY)
+    again = _weights(first)
+    assert is_trained(first) and [k for k in good if not torch.equal(good[k], again[k])] == []
+    assert reader.predict(ds.query_texts[:1], [ds.corpus.texts[:2]])[0].passage_index >= 0

@@ -49,7 +49,7 @@ def read_gold_answers(path: str | Path, mode: str, n_expected: int | None = None
     out: list[list[str]] = []
     for n, line in enumerate(_lines(path), 1):
         if mode == "ans":
-            out.append([line.strip()])
+            out.append([line.strip()] if line.strip() else [])  # a blank line: no gold answer
             continue
         cols = line.split("\t")
         if len(cols) != 2:

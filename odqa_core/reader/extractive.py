@@ -375,8 +375,9 @@ def load_reader(folder: str | os.PathLike[str], device: str = "cpu", **overrides
                 tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
             except (OSError, ValueError, KeyError):
                 tok = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise OdqaBenchError(f"{folder}: cannot load the reader ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    except Exception as exc:  # torn or foreign files: safetensors, tokenizer and JSON errors alike
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OdqaBenchError(f"{folder}: cannot load the reader ({why})") from None
     settings = {k: v for k, v in dict(info.get("settings", {})).items() if k in _SETTINGS}
     settings.update(overrides)
     sha = folder_weights_sha(folder)

@@ -342,9 +342,16 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
 
 def trained_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None, device: str = "cpu",
                    **overrides: Any) -> ExtractiveReader:
-    """Train (or reuse) the fold's checkpoint and load it as a reader."""
+    """Train (or reuse) the fold's checkpoint and load it as a reader; a cached checkpoint that
+    no longer loads (a torn or damaged file) is removed and trained again."""
     folder = train_reader(dataset, fold, config)
-    return load_reader(folder, device=device, **overrides)
+    try:
+        return load_reader(folder, device=device, **overrides)
+    except OdqaBenchError as exc:
+        log.warning("%s; training it again", exc)
+        with locked(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        return load_reader(train_reader(dataset, fold, config), device=device, **overrides)
 
 
 def read_info(folder: str | os.PathLike[str]) -> dict[str, Any]:

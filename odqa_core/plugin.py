@@ -230,8 +230,11 @@ class OdqaSession:
 
         assert self.cfg is not None
         regenerate = f"pytest {{file}} --odqa-profile {self.profile} --odqa-update-baselines"
+        # an explicit encoder backend asks what switching does: cells whose settings moved are compared
+        asked = "--odqa-encoder-backend" if self.config.getoption("--odqa-encoder-backend") else ""
         self.result = run_gate(self.records, {s: self.baselines.get(s) for s in suites}, self.cfg,
-                               strict=self.strict, correction=self.correction, regenerate=regenerate)
+                               strict=self.strict, correction=self.correction, regenerate=regenerate,
+                               compare_changed_settings=asked)
         if self.report_dir:
             from .report import write_reports
 

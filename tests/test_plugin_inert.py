@@ -220,6 +220,13 @@ def test_changed_settings_are_refused_with_the_regenerate_command(pytester: pyte
         "pytest test_dense.py --odqa-profile quick --odqa-update-baselines; or compare like with like: "
         "--odqa-encoder-backend onnx-int8"])
     assert "REGRESSED" not in strict.stdout.str()
+    # an explicit backend asks "what would switching do?": the same cell is compared, and says so
+    asked = pytester.runpytest_subprocess("--odqa-strict", "--odqa-encoder-backend", "openvino-int8",
+                                          "--odqa-report", "out", timeout=TIMEOUT)
+    assert asked.ret == 0, asked.stdout.str()
+    asked.stdout.fnmatch_lines(["odqa-bench gate (profile quick, correction holm, alpha 0.05): 1 unchanged"])
+    assert "settings differ from the baseline's (backend onnx-int8 → openvino-int8): compared as asked by " \
+           "--odqa-encoder-backend" in (pytester.path / "out" / "comparison.csv").read_text()
 
 
 def test_shipped_fixtures_and_announced_writes(pytester: pytest.Pytester) -> None:

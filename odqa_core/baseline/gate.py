@@ -159,25 +159,33 @@ def _mde_warning(suite: str, group: str, metric: str, tol: Tolerance, baseline: 
 
 
 def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None], cfg: GateConfig,
-             strict: bool = False, correction: str | None = None, regenerate: str = DEFAULT_REGENERATE) -> GateResult:
+             strict: bool = False, correction: str | None = None, regenerate: str = DEFAULT_REGENERATE,
+             compare_changed_settings: str = "") -> GateResult:
     """Compare ``records`` with ``baselines`` (suite -> baseline object or None). ``regenerate``
-    is the command a refusal names (``{file}``: the cell's test file)."""
+    is the command a refusal names (``{file}``: the cell's test file). ``compare_changed_settings``
+    names the option that asked for cells with changed settings to be compared anyway (e.g. an
+    explicit encoder backend: "what would switching do?"); empty refuses them."""
     correction = correction or cfg.correction
     warnings: list[GateWarning] = []
     # (suite, group, metric) -> list of (cell, baseline entry, record)
     groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]] = {}
     meta: dict[tuple[str, str, str], tuple[str, bool]] = {}
     refusal: dict[tuple[str, str], str] = {}
+    changed: dict[tuple[str, str], str] = {}
     seen_cells: set[tuple[str, str]] = set()
     for r in records:
         base = baselines.get(r.suite)
         bcell = (base or {}).get("cells", {}).get(r.cell)
         seen_cells.add((r.suite, r.cell))
+        diff = settings_diff(bcell.get("settings") or {}, r.settings) if bcell and r.settings else []
         if bcell and r.dataset_sha256 and bcell.get("dataset_sha256") and bcell["dataset_sha256"] != r.dataset_sha256:
             refusal[(r.suite, r.cell)] = (f"dataset sha256 differs from the baseline's ({bcell['dataset_sha256'][:12]}…): "
                                           "comparison refused; if the data change is intended, regenerate the "
                                           f"baseline: {regenerate.format(file=_cell_file(r.cell))}")
-        elif bcell and r.settings and (diff := settings_diff(bcell.get("settings") or {}, r.settings)):
+        elif diff and compare_changed_settings:
+            changed[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): compared as asked "
+                                          f"by {compare_changed_settings}")
+        elif diff:
             like = (f"; or compare like with like: --odqa-encoder-backend {bcell['settings'][BACKEND]}"
                     if any(d.startswith(f"{BACKEND} ") for d in diff) else "")
             refusal[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): comparison refused; "
@@ -206,6 +214,9 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
             comp.note = "no baseline for this cell"
             comps.append(comp)
             continue
+        moved = [changed[(suite, c)] for c, _b, _r in entries if (suite, c) in changed]
+        if moved:
+            comp.note = moved[0]
         comp.baseline = float(np.mean(pooled["base_vec"])) if pooled["pairable"] else float(np.mean(pooled["base_vals"]))
         comp.baseline_folds = pooled["base_vals"] if len(entries) > 1 else []
         comp.delta = comp.current - comp.baseline  # type: ignore[operator]
@@ -223,7 +234,8 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
                 warnings.append(GateWarning(_mde_warning(suite, group, metric, tol, comp.baseline, comp.mde, pr.n, cfg),
                                             "mde"))
         elif kind == "quality":
-            comp.note = "per-query vectors do not pair (query set changed?): judged on the mean alone"
+            comp.note = ((comp.note + "; ") if comp.note else "") + ("per-query vectors do not pair (query set "
+                                                                    "changed?): judged on the mean alone")
         comps.append(comp)
     # multiple comparisons across the whole run
     with_p = [c for c in comps if c.p_value is not None]

@@ -52,11 +52,34 @@ def settings_of(obj: Any) -> dict[str, str]:
     return retriever_settings(obj)
 
 
-def _short(value: str, width: int = 48) -> str:
+def _short(value: str, width: int = 60) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
+def _changed_parts(old: str, new: str) -> tuple[str, str]:
+    """The ``|``-separated parts where two fingerprints differ, with ``…`` for the shared rest."""
+    a, b = old.split("|"), new.split("|")
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+
+    def cut(parts: list[str]) -> str:
+        mid = "|".join(parts[head: len(parts) - tail])
+        return ("…|" if head else "") + _short(mid) + ("|…" if tail else "")
+
+    return cut(a), cut(b)
+
+
 def settings_diff(baseline: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """``key old → new`` for every setting both sides record with different values."""
-    return [f"{k} {_short(str(baseline[k]))} → {_short(str(current[k]))}" for k in sorted(set(baseline) & set(current))
-            if str(baseline[k]) != str(current[k])]
+    """``key old → new`` for every setting both sides record with different values (only the
+    parts that differ, for long fingerprints)."""
+    out = []
+    for k in sorted(set(baseline) & set(current)):
+        old, new = str(baseline[k]), str(current[k])
+        if old != new:
+            old, new = _changed_parts(old, new)
+            out.append(f"{k} {old} → {new}")
+    return out

@@ -4,6 +4,9 @@ settings refused like a changed dataset; the shipped dataset/run fixtures; annou
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -263,3 +266,34 @@ def test_bm25(odqa_dataset, odqa_run, odqa_record, odqa_report_dir):
                                 "odqa-bench: wrote out/junit.xml", "odqa-bench: wrote out/report.html",
                                 "odqa-bench: a suite wrote out/suite_table.md"])
     assert (pytester.path / "run.json").is_file() and (pytester.path / "out" / "summary.md").is_file()
+
+
+def test_cli_update_writes_what_the_plugin_writes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One update function behind both: the baseline from ``odqa-bench baseline update --run`` is
+    byte-for-byte the plugin's; a run with a failed test is refused by both in the same words."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setenv("SUITE_VALUE", "1")
+    (pytester.path / "pyproject.toml").write_text(PLAIN_PYPROJECT)
+    (pytester.path / "test_x.py").write_text(SUITE + "\n\ndef test_broken():\n    assert False\n")
+    plugin = pytester.runpytest_subprocess("-k", "cell", "--odqa-update-baselines", "--odqa-save-run", "run.json",
+                                           timeout=TIMEOUT)
+    assert plugin.ret == 0
+    by_plugin = (pytester.path / "baselines" / "quick" / "x.json").read_bytes()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "odqa_core.cli", *args], cwd=pytester.path, capture_output=True,
+                              text=True, timeout=TIMEOUT, env=dict(os.environ))
+
+    proc = cli("baseline", "update", "--run", "run.json", "--baseline-dir", "other")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "wrote other/quick/x.json (2 cells updated, 2 in all)"
+    assert (pytester.path / "other" / "quick" / "x.json").read_bytes() == by_plugin
+    report = cli("report", "--run", "run.json", "--out", "rep", "--strict")
+    assert report.returncode == 0 and "wrote rep/summary.md" in report.stdout
+
+    failing = pytester.runpytest_subprocess("--odqa-no-gate", "--odqa-save-run", "bad.json", timeout=TIMEOUT)
+    assert failing.ret == 1
+    refused = cli("baseline", "update", "--run", "bad.json", "--baseline-dir", "other")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("odqa-bench: error: baselines NOT updated: 1 test(s) failed or errored "
+                                      "(e.g. test_x.py::test_broken); fix them first")

@@ -19,7 +19,7 @@ from ..errors import OdqaBenchError
 from ..io import atomic_write_text, dumps_stable
 from .store import SCHEMA_VERSION
 
-__all__ = ["Migration", "plan_migration", "apply_migration", "test_files", "defining_tests"]
+__all__ = ["Migration", "plan_migration", "apply_migration", "suite_files", "defined_functions"]
 
 _SKIP_DIRS = {".git", ".venv", "venv", ".tox", "node_modules", "__pycache__", "build", "dist", "site-packages"}
 
@@ -37,7 +37,7 @@ class Migration:
         return bool(self.renamed)
 
 
-def test_files(root: Path, suite: str) -> list[Path]:
+def suite_files(root: Path, suite: str) -> list[Path]:
     """The project's files a suite's records can come from: ``test_<suite>.py`` (or ``<suite>.py``
     when the suite name is a whole stem), hidden, virtual-env and build folders left out."""
     names = {f"test_{suite}.py", f"{suite}.py"} if not suite.startswith("test_") else {f"{suite}.py"}
@@ -48,7 +48,7 @@ def test_files(root: Path, suite: str) -> list[Path]:
     return found
 
 
-def defining_tests(path: Path) -> dict[str, list[str]]:
+def defined_functions(path: Path) -> dict[str, list[str]]:
     """Function name -> node-id parts (``["test_x"]`` or ``["TestA", "test_x"]``) for each function
     a file defines, read from its syntax tree; ``[]`` for a name defined more than once."""
     try:
@@ -95,10 +95,10 @@ def plan_migration(base_dir: Path, root: Path) -> list[Migration]:
         if ver != 1:
             raise OdqaBenchError(f"{path}: baseline schema version {ver!r}; migrate reads 1 and writes {SCHEMA_VERSION}")
         suite = str(obj["suite"])
-        files = test_files(root, suite)
+        files = suite_files(root, suite)
         for f in files:
             if f not in defs:
-                defs[f] = defining_tests(f)
+                defs[f] = defined_functions(f)
         renamed: dict[str, str] = {}
         for key in obj["cells"]:
             if "::" in key:

@@ -15,7 +15,8 @@ bm25 and tfidf; the score-threshold variant (``score_*`` metrics) on korquad-dev
 whose runs hold every passage a threshold can keep. Answer sets (TRAQ: ``alpha_ret + alpha_read``) run end to
 end with the quick reader of ``benchmarks/test_reader.py`` on its held-out questions. Full
 profile (marker ``full``): korquad-open with Kiwi tokens (minutes to tokenise cold).
-``test_conformal_table`` writes ``reports/conformal{,_folds}.csv`` and ``reports/conformal.md``.
+``test_conformal_table`` checks the aggregated table and, with ``--odqa-report DIR``, writes
+``DIR/conformal{,_folds}.csv`` and ``DIR/conformal.md``.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from odqa_core.conformal import (
 )
 from odqa_core.data import Dataset
 from odqa_core.data.folds import Fold, get_fold, kfold_by_group
-from odqa_core.report.conformal_table import FoldRow, summary_frame, write_tables
+from odqa_core.report.conformal_table import FoldRow, summary_frame, tables_markdown, write_tables
 from odqa_core.retrieval import Run
 
 ALPHAS = (0.05, 0.1, 0.2)
@@ -208,8 +209,8 @@ def score_cell(retriever: str, setup: Setup, alpha: float, cal: int) -> CellResu
 
 
 @pytest.mark.parametrize("retriever,setup,alpha,cal", CELLS)
-def test_conformal(retriever, setup, alpha, cal, odqa_record):
-    ds = cached_dataset(setup.dataset)
+def test_conformal(retriever, setup, alpha, cal, odqa_record, odqa_dataset):
+    ds = odqa_dataset(setup.dataset)
     odqa_record.dataset(ds)
     res = rank_cell(retriever, setup, alpha, cal)
     n_cal, n_test, k = len(res.cal_q), len(res.test_q), int(res.param)
@@ -392,7 +393,7 @@ def _answer_rows() -> list[FoldRow]:
 
 
 @pytest.mark.parametrize("profile", ["quick", pytest.param("full", marks=pytest.mark.full)])
-def test_conformal_table(profile: str, pytestconfig: pytest.Config) -> None:
+def test_conformal_table(profile: str, odqa_report_dir: Path | None) -> None:
     rows, missing = _table_rows(profile)
     rows += _answer_rows()
     summary = summary_frame(rows)
@@ -410,8 +411,10 @@ def test_conformal_table(profile: str, pytestconfig: pytest.Config) -> None:
             fold_rows.sort(key=lambda r: r.alpha)
             for lo, hi in zip(fold_rows, fold_rows[1:]):
                 assert lo.set_size >= hi.set_size and lo.coverage >= hi.coverage, (method, key, lo.alpha, hi.alpha)
-    stem = "conformal" if profile == "quick" else f"conformal_{profile}"
-    paths = write_tables(rows, Path(str(pytestconfig.rootpath)) / "reports", stem)
-    assert all(p.stat().st_size > 0 for p in paths)
+    assert tables_markdown(rows).count("\n") > len(summary)
+    if odqa_report_dir is not None:
+        stem = "conformal" if profile == "quick" else f"conformal_{profile}"
+        paths = write_tables(rows, odqa_report_dir, stem)
+        assert all(p.stat().st_size > 0 for p in paths)
     if missing:
         pytest.skip(f"table written without {', '.join(sorted(set(missing)))} (data not available here)")

@@ -12,7 +12,8 @@ Recorded: ``alignment`` (E||q - p+||^2, lower is better), ``uniformity`` (over a
 and the random passages, mean over folds, lower is better) and ``cosine_gap`` (positive minus
 random cosine per question, higher is better) are gated; ``pos_cosine`` (equal to
 1 - alignment / 2) and ``rand_cosine`` (a shift of every cosine moves it without changing any
-ranking) are kind ``info``. The cosine histograms go to ``reports/geometry_<dataset>.png``.
+ranking) are kind ``info``. With ``--odqa-report DIR`` the cosine histograms go to
+``DIR/geometry_<dataset>.png``.
 
 Quick profile: the embedded ``default`` sample with MiniLM L2 zero-shot and the tiny random
 encoder before and after test_grid's quick DPR training. Full profile (``full``, ``realdata``):
@@ -147,25 +148,28 @@ def _folds(dataset: str) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def cosine_cells(reports_dir: Path) -> Iterator[dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Cell id -> (positive, random) cosines; the histogram PNGs are drawn once, at module end."""
+def cosine_cells(odqa_report_dir: Path | None) -> Iterator[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Cell id -> (positive, random) cosines; the histogram PNGs are drawn once, at module end,
+    when ``--odqa-report`` asks for them."""
     cells: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     yield cells
-    if cells:
-        for path in write_geometry_plots(pool_panels(cells), reports_dir):
+    if cells and odqa_report_dir is not None:
+        for path in write_geometry_plots(pool_panels(cells), odqa_report_dir):
             log.info("wrote %s", path)
 
 
 @pytest.mark.parametrize("model,size,dataset,stage", list(_cells()))
-def test_geometry(model: str, size: str, dataset: str, stage: str, odqa_record: Any,
+def test_geometry(model: str, size: str, dataset: str, stage: str, odqa_record: Any, odqa_dataset: Any,
                   cosine_cells: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    ds = cached_dataset(dataset)
+    ds = odqa_dataset(dataset)
     fold = _fold_of(stage)
     folds = _folds(dataset)
     if fold is not None:
         # a fold's DPR model only meets its held-out questions (the grid cached exactly those)
         ds = ds.subset_queries(folds[fold - 1])
-    emb = embed(_dense_retriever(model, size, dataset, fold), ds)
+    dense = _dense_retriever(model, size, dataset, fold)
+    odqa_record.settings(dense)
+    emb = embed(dense, ds)
     parts = [fold_geometry(emb, ds, ids, random_rows(dataset)) for ids in (folds if fold is None else [folds[fold - 1]])]
     qids = [q for p in parts for q in p.query_ids]
     pos = np.concatenate([p.positive for p in parts])

@@ -18,10 +18,12 @@ dense cells are in ``test_open_domain.py``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import cache
 
 import pytest
 
+from odqa_core.baseline.settings import retriever_settings
 from odqa_core.bench import cached_dataset
 from odqa_core.data.folds import kfold_by_group
 from odqa_core.metrics import answer_hits, evaluate
@@ -84,18 +86,27 @@ def _params(retriever: str, model: str, size: str, dataset: str, fold: int) -> d
             **({} if quick else {"dense": {"max_length": FULL_DPR_MAX_LENGTH}})}
 
 
+@dataclass(frozen=True)
+class Built:
+    """A run and the resolved settings of the retriever that made it (encoder backend, max
+    length, fingerprint; empty for sparse retrievers), which the cell's baseline records."""
+
+    run: Run
+    settings: dict[str, str] = field(default_factory=dict)
+
+
 @cache
-def grid_run(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
+def grid_run(retriever: str, model: str, size: str, dataset: str, fold: int) -> Built:
     """One run per retriever setting; DPR's weights depend on the fold, so its run covers only
     that fold's held-out questions (encoding the rest would be thrown away)."""
     ds = cached_dataset(dataset)
     r = get_retriever(retriever, **_params(retriever, model, size, dataset, fold)).index(ds.corpus)
     if retriever == "dpr":
         ds = ds.subset_queries(_folds(dataset)[fold - 1].test_query_ids)
-    return retrieve(r, ds, DEPTH)
+    return Built(retrieve(r, ds, DEPTH), retriever_settings(r))
 
 
-def _run_for(retriever: str, model: str, size: str, dataset: str, fold: int) -> Run:
+def _run_for(retriever: str, model: str, size: str, dataset: str, fold: int) -> Built:
     return grid_run(retriever, model, size, dataset, fold if retriever == "dpr" else 0)
 
 
@@ -105,18 +116,18 @@ def _folds(dataset: str):
 
 
 @pytest.mark.parametrize("retriever,model,size,dataset,fold,k", list(_cells()))
-def test_grid(retriever, model, size, dataset, fold, k, odqa_record):
-    ds = cached_dataset(dataset)
-    run = _run_for(retriever, model, size, dataset, fold)
+def test_grid(retriever, model, size, dataset, fold, k, odqa_record, odqa_dataset):
+    ds = odqa_dataset(dataset)
+    built = _run_for(retriever, model, size, dataset, fold)
+    run = built.run
     test_q = _folds(dataset)[fold - 1].test_query_ids
     qrels = {q: ds.qrels[q] for q in test_q}
-    qids = list(qrels)
     odqa_record.dataset(ds)
+    odqa_record.settings(built.settings)
     gold = evaluate(run, qrels, [f"hit@{k}", f"mrr@{k}"])
-    ans = evaluate(run, qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))[f"hit@{k}"]
-    odqa_record(f"hit@{k}", per_query=gold[f"hit@{k}"], query_ids=qids)
-    odqa_record(f"mrr@{k}", per_query=gold[f"mrr@{k}"], query_ids=qids)
-    odqa_record(f"answer_hit@{k}", per_query=ans, query_ids=qids)
-    assert len(qids) > 0
+    ans = evaluate(run, qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))
+    odqa_record.scores(gold)
+    odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=ans.query_ids)
+    assert len(gold.query_ids) > 0
     # the gold paragraph holds an answer string, so answer hits include gold hits
-    assert ans.mean() >= gold[f"hit@{k}"].mean() - 1e-12
+    assert ans[f"hit@{k}"].mean() >= gold[f"hit@{k}"].mean() - 1e-12

@@ -12,7 +12,6 @@ import json
 
 import pytest
 
-from odqa_core.bench import cached_dataset
 from odqa_core.metrics import answer_hits, evaluate
 from odqa_core.retrieval import get_retriever, retrieve
 from odqa_core.training.dpr import INFO_FILE
@@ -27,8 +26,8 @@ KS = (5, 20)
 @pytest.mark.full
 @pytest.mark.realdata
 @pytest.mark.parametrize("rank", RANKS, ids=[f"lora={r}" if r else "full-ft" for r in RANKS])
-def test_lora_rank(rank: int | None, odqa_record) -> None:
-    ds = cached_dataset(grid.FULL_DATASET)
+def test_lora_rank(rank: int | None, odqa_record, odqa_dataset) -> None:
+    ds = odqa_dataset(grid.FULL_DATASET)
     params = {**grid._params("dpr", MODEL, SIZE, grid.FULL_DATASET, FOLD), "lora_r": rank}
     if rank is None:
         params.pop("lr", None)
@@ -38,11 +37,12 @@ def test_lora_rank(rank: int | None, odqa_record) -> None:
     qrels = {q: ds.qrels[q] for q in test_q}
     run = retrieve(r, ds, max(KS))
     odqa_record.dataset(ds)
+    odqa_record.settings(r)
     gold = evaluate(run, qrels, [f"hit@{k}" for k in KS])
     ans = evaluate(run, qrels, [f"hit@{k}" for k in KS], hits=answer_hits(run, ds.corpus.texts, ds.answers))
+    odqa_record.scores(gold, lora_r=rank)
     for k in KS:
-        odqa_record(f"hit@{k}", per_query=gold[f"hit@{k}"], query_ids=list(qrels), lora_r=rank)
-        odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=list(qrels), lora_r=rank)
+        odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=ans.query_ids, lora_r=rank)
     odqa_record("trainable_parameters", float(info["trainable_parameters"]), kind="info",
                 total_parameters=info.get("total_parameters"))
     odqa_record("train_seconds", float(info["seconds_this_run"]), kind="info", higher_is_better=False,

@@ -18,11 +18,12 @@ from functools import cache
 
 import pytest
 
-from benchmarks.test_grid import FOLD_SEED, N_FOLDS, _params
-from odqa_core.bench import RUN_DEPTH, cached_dataset, cached_run
+from benchmarks.test_grid import FOLD_SEED, N_FOLDS, Built, _params
+from odqa_core.baseline.settings import retriever_settings
+from odqa_core.bench import RUN_DEPTH, cached_dataset
 from odqa_core.data.folds import kfold_by_group
 from odqa_core.metrics import answer_hits, evaluate
-from odqa_core.retrieval import Run, get_retriever, retrieve
+from odqa_core.retrieval import get_retriever, retrieve
 
 KS = (1, 5, 10, 20, 30)
 DATASET = "korquad-open"
@@ -46,44 +47,40 @@ def _folds():
 
 
 @cache
-def dpr_run(model: str, size: str, fold: int) -> Run:
+def dpr_run(model: str, size: str, fold: int) -> Built:
     """DPR trained on the other folds' questions; the run covers the held-out fold only."""
     ds = cached_dataset(DATASET)
     r = get_retriever("dpr", **_params("dpr", model, size, DATASET, fold)).index(ds.corpus)
-    return retrieve(r, ds.subset_queries(_folds()[fold - 1].test_query_ids), RUN_DEPTH)
+    return Built(retrieve(r, ds.subset_queries(_folds()[fold - 1].test_query_ids), RUN_DEPTH), retriever_settings(r))
 
 
 @cache
-def dense_run(retriever: str, model: str, size: str) -> Run:
+def dense_run(retriever: str, model: str, size: str) -> Built:
     """A dense-side run over korquad-open; hybrid and sequential take bm25 with Kiwi tokens."""
     ds = cached_dataset(DATASET)
     if retriever == "dense":
         params = {"model": model, "size": size, "max_length": MAX_LENGTH}
     else:
         params = {"tokenizer": "kiwi", "dense_model": model, "size": size, "max_length": MAX_LENGTH}
-    return retrieve(get_retriever(retriever, **params).index(ds.corpus), ds, RUN_DEPTH)
-
-
-def _run(spec: tuple) -> Run:
-    if spec[0] == "sparse":
-        return cached_run(spec[1], spec[2], DATASET)
-    if spec[0] == "dpr":
-        return dpr_run(*spec[1:])
-    return dense_run(*spec[1:])
+    r = get_retriever(retriever, **params).index(ds.corpus)
+    return Built(retrieve(r, ds, RUN_DEPTH), retriever_settings(r))
 
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("spec,k", CELLS)
-def test_open_domain(spec, k, odqa_record):
-    ds = cached_dataset(DATASET)
-    run = _run(spec)
+def test_open_domain(spec, k, odqa_record, odqa_dataset, odqa_run):
+    ds = odqa_dataset(DATASET)
+    if spec[0] == "sparse":
+        run = odqa_run(spec[1], spec[2], DATASET)
+    else:
+        built = dpr_run(*spec[1:]) if spec[0] == "dpr" else dense_run(*spec[1:])
+        run = built.run
+        odqa_record.settings(built.settings)
     odqa_record.dataset(ds)
     qrels = ds.qrels if spec[0] != "dpr" else {q: ds.qrels[q] for q in _folds()[spec[3] - 1].test_query_ids}
-    qids = list(qrels)
     gold = evaluate(run, qrels, [f"hit@{k}", f"mrr@{k}"])
-    ans = evaluate(run, qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))[f"hit@{k}"]
-    odqa_record(f"hit@{k}", per_query=gold[f"hit@{k}"], query_ids=qids)
-    odqa_record(f"mrr@{k}", per_query=gold[f"mrr@{k}"], query_ids=qids)
-    odqa_record(f"answer_hit@{k}", per_query=ans, query_ids=qids)
+    ans = evaluate(run, qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))
+    odqa_record.scores(gold)
+    odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=ans.query_ids)
     # answer-present can only add hits to gold-paragraph hits (the gold paragraph holds the answer)
-    assert ans.mean() >= gold[f"hit@{k}"].mean() - 1e-12
+    assert ans[f"hit@{k}"].mean() >= gold[f"hit@{k}"].mean() - 1e-12

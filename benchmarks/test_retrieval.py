@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from odqa_core.bench import cached_dataset, cached_run
 from odqa_core.metrics import answer_hits, evaluate, rag_precision_at_k
 
 KS = (5, 10, 20, 30)
@@ -26,17 +25,16 @@ def gold_titles(ds, qids):
 
 
 @pytest.mark.parametrize("retriever,tokenizer,dataset,k", CELLS)
-def test_retrieval(retriever, tokenizer, dataset, k, odqa_record):
-    ds = cached_dataset(dataset)
-    run = cached_run(retriever, tokenizer, dataset)
+def test_retrieval(retriever, tokenizer, dataset, k, odqa_record, odqa_dataset, odqa_run):
+    ds = odqa_dataset(dataset)
+    run = odqa_run(retriever, tokenizer, dataset)
     odqa_record.dataset(ds)
     m = evaluate(run, ds.qrels, [f"hit@{k}", f"recall@{k}", f"mrr@{k}", f"ndcg@{k}"])
-    qids = [q for q in ds.qrels]
-    for name, vec in m.items():
-        odqa_record(name, per_query=vec, query_ids=qids)
+    qids = m.query_ids
+    odqa_record.scores(m)
     if ds.answers:
         ans = evaluate(run, ds.qrels, [f"hit@{k}"], hits=answer_hits(run, ds.corpus.texts, ds.answers))
-        odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=qids)
+        odqa_record(f"answer_hit@{k}", per_query=ans[f"hit@{k}"], query_ids=ans.query_ids)
     pos = {q: i for i, q in enumerate(run.query_ids)}
     titles = [[ds.corpus.titles[j] for j in run.indices[pos[q]] if j >= 0] for q in qids]
     odqa_record(f"rag_precision@{k}", per_query=rag_precision_at_k(titles, gold_titles(ds, qids), k), query_ids=qids)
@@ -49,13 +47,13 @@ def test_retrieval(retriever, tokenizer, dataset, k, odqa_record):
 
 
 @pytest.mark.parametrize("tokenizer", ["regex-stem"])
-def test_scifact_reference(tokenizer, odqa_record):
+def test_scifact_reference(tokenizer, odqa_record, odqa_dataset, odqa_run):
     """SciFact BM25 flat (k1=0.9, b=0.4, title+text) beside Anserini's published 0.6789 / 0.9253."""
-    ds = cached_dataset("scifact")
-    run = cached_run("bm25", tokenizer, "scifact")
+    ds = odqa_dataset("scifact")
+    run = odqa_run("bm25", tokenizer, "scifact")
     odqa_record.dataset(ds)
     m = evaluate(run, ds.qrels, ["ndcg@10", "recall@100"])
-    qids = list(ds.qrels)
+    qids = m.query_ids
     odqa_record("ndcg@10", per_query=m["ndcg@10"], query_ids=qids, published=0.6789)
     odqa_record("recall@100", per_query=m["recall@100"], query_ids=qids, published=0.9253)
     assert abs(m["ndcg@10"].mean() - 0.6789) < 0.005
@@ -75,16 +73,17 @@ MAX_LENGTH = 256  # MiniLM's own limit; e5-small is cut to it too (most SciFact 
 
 
 @pytest.mark.parametrize("model,size,backend,published", DENSE_REFERENCES)
-def test_scifact_dense_reference(model, size, backend, published, odqa_record):
+def test_scifact_dense_reference(model, size, backend, published, odqa_record, odqa_dataset):
     from odqa_core.retrieval import get_retriever, retrieve
 
-    ds = cached_dataset("scifact")
+    ds = odqa_dataset("scifact")
     r = get_retriever("dense", model=model, size=size, backend=backend, max_length=MAX_LENGTH,
                       show_progress=True).index(ds.corpus)
     run = retrieve(r, ds, 100)
     odqa_record.dataset(ds)
+    odqa_record.settings(r)
     m = evaluate(run, ds.qrels, ["ndcg@10", "recall@100"])
-    qids = list(ds.qrels)
+    qids = m.query_ids
     extra = {"published": published[0]} if published else {}
     odqa_record("ndcg@10", per_query=m["ndcg@10"], query_ids=qids, backend=backend, **extra)
     odqa_record("recall@100", per_query=m["recall@100"], query_ids=qids, backend=backend,

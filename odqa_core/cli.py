@@ -112,57 +112,84 @@ def _metric_names(text: list[str] | None) -> list[str]:
     return [str(parse_metric(m)) for m in names]
 
 
-def _check_overlap(run_ids: list[str], qrels: dict[str, dict[str, int]], path: str) -> None:
-    if not set(run_ids) & set(qrels):
-        raise OdqaBenchError(f"{path}: no query id of the run appears in the qrels; do the ids match?")
+def _overlap(run: Any, qrels: dict[str, dict[str, int]], path: str) -> None:
+    """One stderr warning per way a run and its qrels fail to share queries; none shared is an error."""
+    from .compare import query_overlap
+
+    for line in query_overlap(run, qrels, path).warnings(path):
+        print(f"odqa-bench: warning: {line}", file=sys.stderr)
+
+
+def _write(path: str, text: str) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, text)
+    print(f"wrote {path}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score a TREC run from any system against TREC/BEIR qrels."""
+    from .io import dumps_stable
     from .metrics import evaluate
     from .retrieval import Run
 
     qrels = _load_qrels(args.qrels)
     run = Run.read_trec(args.run)
-    _check_overlap(run.query_ids, qrels, args.run)
+    _overlap(run, qrels, args.run)
     scores = evaluate(run, qrels, _metric_names(args.metrics))
     rows = [{"metric": m, "mean": float(v.mean()), "queries": len(v)} for m, v in scores.items()]
     _print_table(rows, ["metric", "mean", "queries"], f"{Path(args.run).name} vs {Path(args.qrels).name}")
+    if args.json:
+        _write(args.json, dumps_stable({"run": args.run, "qrels": args.qrels, "queries": len(scores.query_ids),
+                                        "metrics": {m: float(v.mean()) for m, v in scores.items()},
+                                        "per_query": {m: scores.by_query(m) for m in scores}}))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Paired comparison of two TREC runs over the same queries: delta, 95 % CI, p-values."""
-    from .baseline.stats import adjust, paired_test, seed_for
-    from .metrics import evaluate
+    """Gate a candidate TREC run against a baseline run on the same qrels: the plugin's tolerances,
+    paired test and correction; exit 1 when a metric regressed."""
+    from .compare import compare_runs
+    from .io import dumps_stable
+    from .report import to_json, to_junit, to_markdown
+    from .report.terminal import warnings_line
     from .retrieval import Run
 
     qrels = _load_qrels(args.qrels)
     a, b = Run.read_trec(args.baseline), Run.read_trec(args.candidate)
-    _check_overlap(a.query_ids, qrels, args.baseline)
-    _check_overlap(b.query_ids, qrels, args.candidate)
-    names = _metric_names(args.metrics)
-    sa, sb = evaluate(a, qrels, names), evaluate(b, qrels, names)
-    qids = [q for q, g in qrels.items() if any(v > 0 for v in g.values())]
-    rows = []
-    for m in names:
-        pr = paired_test(sa[m], sb[m], True, seed=seed_for("compare", m))
-        rows.append({"metric": m, "baseline": float(sa[m].mean()), "candidate": float(sb[m].mean()),
-                     "delta": pr.delta, "ci95": f"[{pr.ci_low:+.4f}, {pr.ci_high:+.4f}]", "p (worse)": pr.p_value,
-                     "worse": pr.n_worse, "better": pr.n_better, "_d": sb[m] - sa[m]})
-    for r, pa in zip(rows, adjust([r["p (worse)"] for r in rows], args.correction)):
-        r["p adj"] = pa
-    _print_table(rows, ["metric", "baseline", "candidate", "delta", "ci95", "p (worse)", "p adj", "worse", "better"],
-                 f"{Path(args.candidate).name} against {Path(args.baseline).name} ({len(qids)} queries)")
-    first = rows[0]
-    order = first["_d"].argsort(kind="stable")
-    worst = [(qids[i], float(first["_d"][i])) for i in order[: args.show] if first["_d"][i] < 0]
-    best = [(qids[i], float(first["_d"][i])) for i in order[::-1][: args.show] if first["_d"][i] > 0]
+    _overlap(a, qrels, args.baseline)
+    _overlap(b, qrels, args.candidate)
+    cfg, _ = _session_like(args)
+    cell = args.cell or Path(args.qrels).stem
+    result, sa, sb = compare_runs(a, b, qrels, _metric_names(args.metrics), cfg, args.correction, cell)
+    rows = [{"metric": c.metric, "baseline": c.baseline, "candidate": c.current, "delta": c.delta,
+             "ci95": f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]" if c.ci else "-", "p (worse)": c.p_value,
+             "p adj": c.p_adjusted, "tolerance": str(c.tolerance), "status": c.status} for c in result.comparisons]
+    _print_table(rows, ["metric", "baseline", "candidate", "delta", "ci95", "p (worse)", "p adj", "tolerance", "status"],
+                 f"{Path(args.candidate).name} against {Path(args.baseline).name} ({len(sa.query_ids)} queries)")
+    first = _metric_names(args.metrics)[0]
+    d = sb[first] - sa[first]
+    order = d.argsort(kind="stable")
+    worst = [sa.query_ids[i] for i in order[: args.show] if d[i] < 0]
+    best = [sa.query_ids[i] for i in order[::-1][: args.show] if d[i] > 0]
     ra, rb = _ranks(a, qrels), _ranks(b, qrels)
     for label, items in (("worse", worst), ("better", best)):
         if items:
-            print(f"{label} on {first['metric']}: " + ", ".join(f"{q} (rank {ra.get(q, '-')}→{rb.get(q, '-')})" for q, _ in items))
-    return 0
+            print(f"{label} on {first}: " + ", ".join(f"{q} (rank {ra.get(q, '-')}→{rb.get(q, '-')})" for q in items))
+    for f in result.failures:
+        print(f"FAIL {f}")
+    if result.warnings:
+        written = args.markdown or args.json
+        details = f"details in {written}" if written else "details with --markdown FILE or --json FILE"
+        print(warnings_line(result, details), file=sys.stderr)
+    if args.json:
+        _write(args.json, dumps_stable(to_json(result)))
+    if args.markdown:
+        _write(args.markdown, to_markdown(result))
+    if args.junit:
+        _write(args.junit, to_junit(result))
+    print("odqa-bench compare: " + ("no regression" if result.ok else f"{len(result.failures)} regression(s)"))
+    return 0 if result.ok else 1
 
 
 def _ranks(run: Any, qrels: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -177,30 +204,41 @@ def _ranks(run: Any, qrels: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 def _session_like(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The project's gate settings and its profile's baseline folder, as the plugin finds them."""
     from .baseline import load_config
 
     root = Path(args.project).resolve()
-    return load_config(root / "pyproject.toml"), Path(args.baseline_dir or root / "baselines") / args.profile
+    base = Path(getattr(args, "baseline_dir", None) or root / "baselines") / getattr(args, "profile", "")
+    return load_config(root / "pyproject.toml"), base
 
 
 def cmd_baseline_update(args: argparse.Namespace) -> int:
     """Write baselines from a run saved with ``--odqa-save-run`` (the run must be all green)."""
-    from .baseline.store import build_baseline, load_baseline, merge_cells, records_to_cells, write_baseline
+    from .baseline import update_baselines
     from .report.runfile import load_run, run_failures
 
     records = load_run(args.run)
-    failed = run_failures(args.run)
-    if failed:
-        raise OdqaBenchError(f"{args.run}: {len(failed)} test(s) failed in that run (e.g. {failed[0]}); baselines not updated")
     _cfg, base_dir = _session_like(args)
-    by_suite: dict[str, list[Any]] = {}
-    for r in records:
-        by_suite.setdefault(r.suite, []).append(r)
-    for suite, recs in sorted(by_suite.items()):
-        path = base_dir / f"{suite}.json"
-        cells = merge_cells(load_baseline(path), records_to_cells(recs))
-        write_baseline(path, build_baseline(args.profile, suite, cells))
-        print(f"wrote {path} ({len({r.cell for r in recs})} cells updated, {len(cells)} in all)")
+    for line in update_baselines(records, base_dir, args.profile, run_failures(args.run)):
+        print(line)
+    return 0
+
+
+def cmd_baseline_migrate(args: argparse.Namespace) -> int:
+    """Re-key schema-1 baselines by test file path (every profile under the baseline folder)."""
+    from .baseline.migrate import apply_migration, plan_migration
+
+    root = Path(args.project).resolve()
+    base = Path(args.baseline_dir or root / "baselines")
+    plans = plan_migration(base, root)
+    written = plans if args.dry_run else apply_migration(plans)
+    for m in plans:
+        if not m.changed:
+            print(f"{m.path}: already schema 2")
+        elif m in written:
+            first = next(iter(m.renamed.items()))
+            print(f"{m.path}: {len(m.renamed)} cells re-keyed{' (dry run)' if args.dry_run else ''}, "
+                  f"e.g. {first[0]} -> {first[1]}")
     return 0
 
 
@@ -214,7 +252,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     records = load_run(args.run)
     cfg, base_dir = _session_like(args)
     baselines = {s: load_baseline(base_dir / f"{s}.json") for s in {r.suite for r in records}}
-    result = run_gate(records, baselines, cfg, strict=args.strict, correction=args.correction)
+    result = run_gate(records, baselines, cfg, strict=args.strict, correction=args.correction,
+                      regenerate=f"pytest {{file}} --odqa-profile {args.profile} --odqa-update-baselines")
     for p in write_reports(result, args.out, records):
         print(f"wrote {p}")
     for f in result.failures:
@@ -254,6 +293,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import dataset_names
+    from .options import add_cli_options
     from .text import TOKENIZERS
 
     p = argparse.ArgumentParser(prog="odqa-bench", description="Benchmark and regression harness for ODQA/RAG retrieval.")
@@ -275,15 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True, metavar="FILE", help="TREC run: qid Q0 docid rank score tag")
     s.add_argument("--qrels", required=True, metavar="FILE", help="TREC (qid 0 docid grade) or BEIR TSV qrels")
     s.add_argument("--metrics", nargs="+", metavar="NAME@K")
+    s.add_argument("--json", metavar="FILE", help="also write the means and per-query values as JSON")
     s.set_defaults(func=cmd_score)
 
-    c = sub.add_parser("compare", help="paired comparison of two TREC runs (delta, 95%% CI, p-value)")
+    c = sub.add_parser("compare", help="gate a candidate TREC run against a baseline run: exit 1 on a regression",
+                       description="The regression gate of the pytest plugin for runs from any system: per metric, "
+                                   "a drop beyond the tolerance of [tool.odqa_bench] (suite 'compare') that the paired "
+                                   "randomization test finds significant after correction fails. Exit 1 on a "
+                                   "regression, 0 otherwise, 2 on bad input.")
     c.add_argument("--baseline", required=True, metavar="RUN_A")
     c.add_argument("--candidate", required=True, metavar="RUN_B")
     c.add_argument("--qrels", required=True, metavar="FILE")
     c.add_argument("--metrics", nargs="+", metavar="NAME@K")
-    c.add_argument("--correction", default="holm", choices=["holm", "bh", "none"])
+    add_cli_options(c, ["correction"])
+    c.add_argument("--project", default=".", metavar="DIR", help="folder with pyproject.toml (tolerances). Default: .")
+    c.add_argument("--cell", metavar="NAME", help="the cell name tolerances match (compare::NAME). Default: the qrels "
+                                                   "file's stem")
     c.add_argument("--show", type=int, default=5, help="worse/better queries to list. Default: 5")
+    c.add_argument("--json", metavar="FILE", help="write the verdicts as JSON")
+    c.add_argument("--markdown", metavar="FILE", help="write a markdown summary (fit for a CI job summary)")
+    c.add_argument("--junit", metavar="FILE", help="write JUnit XML: one test case per metric")
     c.set_defaults(func=cmd_compare)
 
     e = sub.add_parser("export", help="write a dataset's qrels (and a retriever's run) in TREC format")
@@ -296,24 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", metavar="DIR")
     e.set_defaults(func=cmd_export)
 
-    def gate_opts(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--profile", default="quick", help="Default: quick")
-        q.add_argument("--baseline-dir", metavar="DIR", help="Default: <project>/baselines")
+    def gate_opts(q: argparse.ArgumentParser, names: list[str]) -> None:
+        add_cli_options(q, names)
         q.add_argument("--project", default=".", metavar="DIR", help="folder with pyproject.toml. Default: .")
 
     b = sub.add_parser("baseline", help="baseline files")
     bsub = b.add_subparsers(dest="action", required=True)
     bu = bsub.add_parser("update", help="write baselines from a run saved with --odqa-save-run")
     bu.add_argument("--run", required=True, metavar="FILE")
-    gate_opts(bu)
+    gate_opts(bu, ["profile", "baseline-dir"])
     bu.set_defaults(func=cmd_baseline_update)
+    bm = bsub.add_parser("migrate", help="rewrite schema-1 baselines (cells keyed by test name) to schema 2 (keyed "
+                                         "by test file path and name), every profile, refusing ambiguity")
+    gate_opts(bm, ["baseline-dir"])
+    bm.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    bm.set_defaults(func=cmd_baseline_migrate)
 
     rp = sub.add_parser("report", help="compare a saved run with its baselines; write md/HTML/CSV/JUnit/plots")
     rp.add_argument("--run", required=True, metavar="FILE", help="saved with pytest --odqa-save-run FILE")
     rp.add_argument("--out", default="reports", metavar="DIR", help="Default: reports")
-    rp.add_argument("--strict", action="store_true")
-    rp.add_argument("--correction", choices=["holm", "bh", "none"])
-    gate_opts(rp)
+    gate_opts(rp, ["profile", "baseline-dir", "strict", "correction"])
     rp.set_defaults(func=cmd_report)
 
     ca = sub.add_parser("cache", help="list or clear the token/embedding/model caches")

@@ -413,8 +413,11 @@ def test_rows_from_records_and_write_tables(tmp_path) -> None:
     cell = "test_conformal[bm25-kiwi/korquad-dev/alpha=0.1/cal=3]"
     records = [rec(cell, "coverage", 0.9, n_cal=7, slack=0.1), rec(cell, "set_size", 2.0), rec(cell, "k_hat", 2.0),
                rec(cell, "score_coverage", 0.8, n_cal=7), rec(cell, "score_set_size", 3.5),
-               rec("test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]", "coverage", 0.85),
-               rec("test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]", "set_size", 900.0),
+               # cells are keyed by node id: the test file's path, then the test name
+               rec("benchmarks/test_conformal.py::test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]",
+                   "coverage", 0.85),
+               rec("benchmarks/test_conformal.py::test_answer_conformal[bm25-kiwi/default/alpha=0.2/cal=1]",
+                   "set_size", 900.0),
                rec("test_grid[bm25-kiwi/default/fold=1/k=5]", "hit@5", 0.5)]
     rows = rows_from_records(records)
     assert [(r.method, r.retriever, r.dataset, r.alpha, r.cal) for r in rows] == [

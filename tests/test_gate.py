@@ -268,3 +268,56 @@ def test_baselines_keep_per_query_vectors_only_where_the_gate_reads_them() -> No
     metrics = records_to_cells(recs)["c"]["metrics"]
     assert "per_query" in metrics["ndcg@10"] and "per_query" in metrics["gold_rank"]
     assert "per_query" not in metrics["pos_cosine"] and metrics["pos_cosine"]["value"] == 0.7
+
+
+def test_mde_warning_states_tolerance_and_mde_in_the_same_units() -> None:
+    """A relative tolerance on a metric in passages (set sizes of hundreds) is compared with the
+    minimum detectable effect in passages and in percent of the baseline, never across units."""
+    sizes = np.random.default_rng(3).integers(100, 2000, N).astype(np.float64)
+    old = [_rec("test_c[a]", "set_size", sizes, hib=False)]
+    res = run_gate([_rec("test_c[a]", "set_size", sizes, hib=False)], {"retrieval": _baseline(old)},
+                   _cfg(default={"*": Tolerance(rel=0.01)}))
+    (w,) = res.warnings
+    (c,) = res.comparisons
+    base = float(sizes.mean())
+    assert w.kind == "mde" and res.warning_counts() == {"mde": 1}
+    assert f"tolerance rel 1% (= {0.01 * base:.4g} at baseline {base:.4g})" in w
+    assert f"minimum detectable effect {c.mde:.4g} (= {c.mde / base:.1%} of the baseline)" in w
+    assert c.mde > 0.01 * base  # the warning is true in either unit
+    wide = run_gate([_rec("test_c[a]", "set_size", sizes, hib=False)], {"retrieval": _baseline(old)},
+                    _cfg(default={"*": Tolerance(rel=0.5)}))
+    assert wide.warnings == []
+
+
+def test_changed_settings_refuse_like_a_changed_dataset() -> None:
+    base = _vec(11)
+    old = [Record("retrieval", "b/test_r.py::test_r[a]", "hit@5", float(base.mean()), per_query=list(base),
+                  query_ids=QIDS, dataset="toy", dataset_sha256=SHA, settings={"backend": "onnx-int8", "max_length": "256"})]
+    new = [Record("retrieval", "b/test_r.py::test_r[a]", "hit@5", 0.0, per_query=[0.0] * N, query_ids=QIDS,
+                  dataset="toy", dataset_sha256=SHA, settings={"backend": "openvino-int8", "max_length": "256",
+                                                                "encoder": "new key, not in the baseline"})]
+    res = run_gate(new, {"retrieval": _baseline(old)}, _cfg(), regenerate="regen {file}")
+    (c,) = res.comparisons
+    assert c.status == "refused" and res.ok
+    assert c.note == ("settings differ from the baseline's (backend onnx-int8 → openvino-int8): comparison refused; "
+                      "regenerate the baseline: regen b/test_r.py; or compare like with like: "
+                      "--odqa-encoder-backend onnx-int8")
+    same = [Record(**{**new[0].to_json(), "settings": {"backend": "onnx-int8"}})]
+    assert [c.status for c in run_gate(same, {"retrieval": _baseline(old)}, _cfg()).comparisons] == ["regressed"]
+    unrecorded = [Record(**{**new[0].to_json(), "settings": {}})]
+    assert [c.status for c in run_gate(unrecorded, {"retrieval": _baseline(old)}, _cfg()).comparisons] == ["regressed"]
+
+
+def test_retriever_settings_read_the_resolved_encoder() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("faiss")
+    from odqa_core.baseline.settings import retriever_settings
+    from odqa_core.retrieval import get_retriever
+
+    dense = get_retriever("dense", model="tiny", backend="torch-fp32", max_length=64)
+    got = retriever_settings(dense)
+    assert got["backend"] == "torch-fp32" and got["max_length"] == "64"
+    assert got["encoder"] == dense.encoder.fingerprint and "backend=torch-fp32" in got["encoder"]
+    hybrid = get_retriever("hybrid", tokenizer="regex", dense_model="tiny", backend="torch-fp32", max_length=64)
+    assert retriever_settings(hybrid) == got
+    assert retriever_settings(get_retriever("bm25", tokenizer="regex")) == {}

@@ -196,7 +196,7 @@ def test_fresh_baseline_then_unchanged_reruns_never_fail(pytester: pytest.Pytest
     monkeypatch.delenv("SYNTH_SPEC", raising=False)
     first = _run(pytester)
     assert first.ret == 0
-    _lines(first, "*has no baseline (strict mode fails on this)*")
+    _lines(first, "odqa-bench: 7 warning(s): 7 no baseline; details with -v or --odqa-report DIR")
     written = _run(pytester, "--odqa-update-baselines")
     assert written.ret == 0
     _lines(written, "*odqa-bench: wrote *synth.json (11 cells updated, 11 in all)*")
@@ -219,15 +219,15 @@ def test_injected_regression_fails_exactly_its_cells_and_writes_reports(project:
     assert result.ret == 1
     result.assert_outcomes(passed=N_SYNTH_TESTS)  # the tests pass; the gate fails the session
     got = _regressed(result)
-    assert set(got) == {("test_retrieval[bm25-regex/toy/k=5]", "hit@5"),
-                        ("test_retrieval[tfidf-regex/toy/k=20]", "recall@20")}
+    assert set(got) == {("test_synth.py::test_retrieval[bm25-regex/toy/k=5]", "hit@5"),
+                        ("test_synth.py::test_retrieval[tfidf-regex/toy/k=20]", "recall@20")}
     for v in got.values():
         assert v["delta"] == pytest.approx(-0.03, abs=1e-4)
         assert v["cur"] == pytest.approx(v["base"] - 0.03, abs=2e-4)
         assert v["p"] < 0.001
     assert sum(line.startswith("FAIL ") for line in result.outlines) == 2
-    _lines(result, "*worst queries of test_retrieval[bm25-regex/toy/k=5] hit@5: q* (1 -> 0)*",
-           "improved synth::test_retrieval[bm25-regex/toy/k=10] recall@10*")
+    _lines(result, "*worst queries of test_synth.py::test_retrieval[bm25-regex/toy/k=5] hit@5: q* (1 -> 0)*",
+           "improved synth::test_synth.py::test_retrieval[bm25-regex/toy/k=10] recall@10*")
 
     out = project.path / "out"
     assert {"summary.md", "comparison.csv", "junit.xml", "report.html"} <= {p.name for p in out.iterdir()}
@@ -239,8 +239,8 @@ def test_injected_regression_fails_exactly_its_cells_and_writes_reports(project:
     assert len(frame) == 13
     status = {(r.cell, r.metric): r.status for r in frame.itertuples()}
     assert {k for k, s in status.items() if s == "regressed"} == set(got)
-    assert status[("test_retrieval[bm25-regex/toy/k=10]", "recall@10")] == "improved"
-    assert status[("test_retrieval[tfidf-regex/toy/k=10]", "hit@10")] == "unchanged"
+    assert status[("test_synth.py::test_retrieval[bm25-regex/toy/k=10]", "recall@10")] == "improved"
+    assert status[("test_synth.py::test_retrieval[tfidf-regex/toy/k=10]", "hit@10")] == "unchanged"
     assert (frame["p_adjusted"] >= frame["p_value"]).all()
 
     suite = ET.parse(out / "junit.xml").getroot()
@@ -264,8 +264,8 @@ def test_improvement_and_noise_pass_and_print_the_accept_command(project: pytest
     result = _run(project, "--odqa-strict", spec=spec)
     assert result.ret == 0, _text(result)
     assert not _regressed(result)
-    _lines(result, "improved synth::test_retrieval[bm25-regex/toy/k=20] hit@20*",
-           "improved synth::test_retrieval[tfidf-regex/toy/k=5] recall@5*",
+    _lines(result, "improved synth::test_synth.py::test_retrieval[bm25-regex/toy/k=20] hit@20*",
+           "improved synth::test_synth.py::test_retrieval[tfidf-regex/toy/k=5] recall@5*",
            "accept improvements with: pytest <same args> --odqa-update-baselines*")
 
 
@@ -273,25 +273,31 @@ def test_new_cell_warns_locally_and_fails_strict(project: pytest.Pytester) -> No
     spec = {"extra": ["bm25-regex/toy/k=30"]}
     local = _run(project, spec=spec)
     assert local.ret == 0
-    _lines(local, "warning: synth::test_retrieval[bm25-regex/toy/k=30] has no baseline*")
+    # warnings fold into one line; -v lists them
+    _lines(local, "odqa-bench: 14 warning(s): 13 tolerance below the minimum detectable effect, 1 no baseline; "
+                  "details with -v or --odqa-report DIR")
+    assert "warning: synth::" not in local.stdout.str()
+    verbose = _run(project, "-v", spec=spec)
+    _lines(verbose, "warning: synth::test_synth.py::test_retrieval[bm25-regex/toy/k=30] has no baseline*")
     strict = _run(project, "--odqa-strict", spec=spec)
     assert strict.ret == 1
-    _lines(strict, "FAIL NEW synth::test_retrieval[bm25-regex/toy/k=30] hit@30*",
-           "FAIL NEW synth::test_retrieval[bm25-regex/toy/k=30] recall@30*")
+    _lines(strict, "FAIL NEW synth::test_synth.py::test_retrieval[bm25-regex/toy/k=30] hit@30*",
+           "FAIL NEW synth::test_synth.py::test_retrieval[bm25-regex/toy/k=30] recall@30*")
     assert not _regressed(strict)
 
 
 def test_changed_dataset_is_refused_not_regressed(project: pytest.Pytester) -> None:
     cell = "tfidf-regex/toy/k=10"
     spec = {"sha": {cell: "f" * 64}, "down": {f"{cell} hit@10": 40}}  # a large drop on the changed data
-    local = _run(project, spec=spec)
+    local = _run(project, "-v", spec=spec)
     assert local.ret == 0
-    _lines(local, f"warning: synth::test_retrieval[{cell}] was not compared: dataset sha256 "
-           "differs from the baseline's*comparison refused*")
+    _lines(local, f"warning: synth::test_synth.py::test_retrieval[{cell}] was not compared: dataset sha256 "
+           "differs from the baseline's*comparison refused; if the data change is intended, regenerate the "
+           "baseline: pytest test_synth.py --odqa-profile quick --odqa-update-baselines*")
     assert "REGRESSED" not in local.stdout.str()
     strict = _run(project, "--odqa-strict", spec=spec)
     assert strict.ret == 1
-    _lines(strict, f"FAIL REFUSED synth::test_retrieval[{cell}] hit@10*dataset sha256 differs*")
+    _lines(strict, f"FAIL REFUSED synth::test_synth.py::test_retrieval[{cell}] hit@10*dataset sha256 differs*")
     assert "REGRESSED" not in strict.stdout.str()
 
 
@@ -307,22 +313,23 @@ def _bad_schema(text: str) -> str:
 
 def _no_value(text: str) -> str:
     obj = json.loads(text)
-    del obj["cells"]["test_retrieval[bm25-regex/toy/k=5]"]["metrics"]["hit@5"]["value"]
+    del obj["cells"]["test_synth.py::test_retrieval[bm25-regex/toy/k=5]"]["metrics"]["hit@5"]["value"]
     return json.dumps(obj)
 
 
 def _bad_vector(text: str) -> str:
     obj = json.loads(text)
-    obj["cells"]["test_retrieval[tfidf-regex/toy/k=5]"]["metrics"]["recall@5"]["per_query"] = "not*a*vector!"
+    obj["cells"]["test_synth.py::test_retrieval[tfidf-regex/toy/k=5]"]["metrics"]["recall@5"]["per_query"] = "not*a*vector!"
     return json.dumps(obj)
 
 
 @pytest.mark.parametrize("damage,message,update", [
     (_corrupt_json, "*synth.json: corrupted baseline (malformed JSON*", False),
-    (_bad_schema, "*synth.json: baseline schema version 99, this odqa-bench reads 1*", False),
-    (_no_value, "*corrupted baseline (cell 'test_retrieval[bm25-regex/toy/k=5]' metric 'hit@5' has no numeric value)*",
+    (_bad_schema, "*synth.json: baseline schema version 99, this odqa-bench reads 2*", False),
+    (_no_value, "*corrupted baseline (cell 'test_synth.py::test_retrieval[bm25-regex/toy/k=5]' metric 'hit@5' has no numeric "
+                 "value)*",
      True),
-    (_bad_vector, "*corrupted baseline (cell 'test_retrieval[tfidf-regex/toy/k=5]' metric 'recall@5' "
+    (_bad_vector, "*corrupted baseline (cell 'test_synth.py::test_retrieval[tfidf-regex/toy/k=5]' metric 'recall@5' "
                   "per-query vector unreadable)*", True),
 ], ids=["malformed-json", "schema-version", "no-value", "bad-per-query"])
 def test_bad_baseline_is_one_clear_error(project: pytest.Pytester, damage, message: str, update: bool) -> None:
@@ -345,7 +352,7 @@ def test_update_is_refused_when_a_test_fails(project: pytest.Pytester) -> None:
     result = _run(project, "--odqa-update-baselines", spec=spec)
     assert result.ret != 0
     result.assert_outcomes(passed=N_SYNTH_TESTS - 1, failed=1)
-    _lines(result, "*odqa-bench: baselines NOT updated: 1 test(s) failed or errored; fix them first*")
+    _lines(result, "*odqa-bench: baselines NOT updated: 1 test(s) failed or errored (e.g. test_synth.py::test_retrieval[tfidf-regex/toy/k=20]); fix them first*")
     assert path.read_bytes() == before
 
 
@@ -360,9 +367,9 @@ def test_update_merges_with_cells_that_did_not_run(project: pytest.Pytester) -> 
     new = json.loads(path.read_text())
     assert set(new["cells"]) == set(old["cells"])
     changed = {c for c in old["cells"] if old["cells"][c] != new["cells"][c]}
-    assert changed == {"test_retrieval[bm25-regex/toy/k=5]"}
-    m_old = old["cells"]["test_retrieval[bm25-regex/toy/k=5]"]["metrics"]
-    m_new = new["cells"]["test_retrieval[bm25-regex/toy/k=5]"]["metrics"]
+    assert changed == {"test_synth.py::test_retrieval[bm25-regex/toy/k=5]"}
+    m_old = old["cells"]["test_synth.py::test_retrieval[bm25-regex/toy/k=5]"]["metrics"]
+    m_new = new["cells"]["test_synth.py::test_retrieval[bm25-regex/toy/k=5]"]["metrics"]
     assert m_new["hit@5"]["value"] == pytest.approx(m_old["hit@5"]["value"] - 30 / 400)
     assert m_new["recall@5"] == m_old["recall@5"]
 
@@ -379,12 +386,12 @@ def test_serial_and_xdist_write_identical_baselines(project: pytest.Pytester) ->
 
 
 def test_folds_are_judged_as_one_group(project: pytest.Pytester) -> None:
-    group = "test_folds[bm25-regex/toy/fold=*]"
+    group = "test_synth.py::test_folds[bm25-regex/toy/fold=*]"
     # three hits lost in one fold: 0.75 points pooled, beyond tolerance but p = 1/8
     one = _run(project, "--odqa-report", "one", spec={"down": {"bm25-regex/toy/fold=3 hit@5": 3}})
     assert one.ret == 0, _text(one)
     rows = pd.read_csv(project.path / "one" / "comparison.csv")
-    fold_rows = rows[rows["cell"].str.startswith("test_folds")]
+    fold_rows = rows[rows["cell"].str.startswith("test_synth.py::test_folds")]
     assert list(fold_rows["cell"]) == [group]
     (row,) = fold_rows.itertuples()
     assert row.status == "unchanged" and row.delta == pytest.approx(-3 / 400) and row.n == 400
@@ -428,6 +435,7 @@ def test_plots_and_html_render_from_records(tmp_path: Path) -> None:
     from odqa_core.report.tables import comparison_frame
 
     assert parse_cell("test_retrieval[bm25-kiwi/korquad-dev/k=20]") == ("bm25-kiwi", "korquad-dev", 20)
+    assert parse_cell("sub/test_x.py::test_retrieval[bm25-kiwi/korquad-dev/k=20]") == ("bm25-kiwi", "korquad-dev", 20)
     assert parse_cell("test_folds[bm25/x/fold=2]") is None
     qids = [f"q{i}" for i in range(40)]
 

@@ -1,5 +1,5 @@
-"""Fixtures shared by the perf suites: SciFact tokenised once for every engine, a whitespace
-tokenizer that feeds those tokens through our retrievers unchanged, and the reports folder.
+"""Fixtures shared by the perf suites: SciFact tokenised once for every engine and a whitespace
+tokenizer that feeds those tokens through our retrievers unchanged.
 
 Speed ratios compare engines, not tokenizers: every engine gets the same token lists, ours as
 space-joined text split back by :class:`PretokenizedTokenizer` (tokens never hold spaces).

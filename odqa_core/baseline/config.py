@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OdqaBenchError
+from ..options import CORRECTIONS
 
 __all__ = ["Tolerance", "GateConfig", "load_config", "CORRECTIONS"]
-
-CORRECTIONS = ("holm", "bh", "none")
 
 
 @dataclass(frozen=True)
@@ -98,18 +97,27 @@ def load_config(pyproject: str | Path | None) -> GateConfig:
         data = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise OdqaBenchError(f"{pyproject}: malformed TOML ({exc})") from None
-    t = data.get("tool", {}).get("odqa_bench", {})
+    tool = data.get("tool", {})
+    t = tool.get("odqa_bench", {}) if isinstance(tool, dict) else {}
     where = f"{pyproject} [tool.odqa_bench]"
-    for key in ("alpha", "power", "mde_rho"):
-        if key in t:
-            setattr(cfg, key, float(t[key]))
-    for key in ("permutations", "bootstrap"):
-        if key in t:
-            setattr(cfg, key, int(t[key]))
+    if not isinstance(t, dict):
+        raise OdqaBenchError(f"{where}: expected a table")
+    try:
+        for key in ("alpha", "power", "mde_rho"):
+            if key in t:
+                setattr(cfg, key, float(t[key]))
+        for key in ("permutations", "bootstrap"):
+            if key in t:
+                setattr(cfg, key, int(t[key]))
+    except (TypeError, ValueError):
+        raise OdqaBenchError(f"{where}: alpha, power, mde_rho, permutations and bootstrap must be numbers") from None
     if "correction" in t:
         if t["correction"] not in CORRECTIONS:
             raise OdqaBenchError(f"{where}: correction {t['correction']!r}; choose {', '.join(CORRECTIONS)}")
         cfg.correction = t["correction"]
+    for key in ("tolerance", "suites", "cells"):
+        if not isinstance(t.get(key, {}), dict):
+            raise OdqaBenchError(f"{where}.{key}: expected a table")
     if "tolerance" in t:
         rules = dict(t["tolerance"])
         if "speed" in rules:

@@ -5,6 +5,10 @@ a one-sided paired randomization test says the drop is significant after correct
 comparison in the run (Holm by default, or Benjamini-Hochberg). Cells with folds
 (``fold=N`` in their id) are judged together: their per-query vectors are pooled, since folds
 split the queries, and one fold's noise never decides alone. Improvements never fail.
+
+A cell is not compared at all (status ``refused``) when its dataset sha256 or its recorded
+settings (encoder backend, max length, fingerprint) differ from the baseline's: the numbers
+would measure the change of data or settings, not of the code.
 """
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ from typing import Any
 import numpy as np
 
 from .config import GateConfig, Tolerance
+from .settings import BACKEND, settings_diff
 from .stats import adjust, mde, paired_test, seed_for
 from .store import Record, ids_sha256, unpack_vector
 
-__all__ = ["Comparison", "GateResult", "run_gate", "fold_group"]
+__all__ = ["Comparison", "GateResult", "GateWarning", "run_gate", "fold_group", "DEFAULT_REGENERATE"]
+
+# how to regenerate a refused cell's baseline; ``{file}`` is the test file of the cell's key
+DEFAULT_REGENERATE = "pytest {file} --odqa-update-baselines"
 
 _FOLD = re.compile(r"fold=\d+")
 
@@ -70,15 +78,35 @@ class Comparison:
                 f"p {p} (adjusted {pa}), tolerance {self.tolerance}" + (f"; {self.note}" if self.note else ""))
 
 
+class GateWarning(str):
+    """A warning line with its ``kind`` (``mde``, ``new``, ``refused``), so a summary can fold
+    warnings of one kind into a count."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> GateWarning:
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+
 @dataclass
 class GateResult:
     comparisons: list[Comparison]
     failures: list[str]
-    warnings: list[str]
+    warnings: list[GateWarning]
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def warning_counts(self) -> dict[str, int]:
+        """Warnings per kind, in order of first appearance."""
+        out: dict[str, int] = {}
+        for w in self.warnings:
+            kind = getattr(w, "kind", "other")
+            out[kind] = out.get(kind, 0) + 1
+        return out
 
     def by_status(self, status: str) -> list[Comparison]:
         return [c for c in self.comparisons if c.status == status]
@@ -112,22 +140,56 @@ def _pool(entries: list[tuple[str, dict[str, Any] | None, Record | None]]) -> di
     return out
 
 
+def _cell_file(cell: str) -> str:
+    return cell.split("::", 1)[0] if "::" in cell else "<test file>"
+
+
+def _mde_warning(suite: str, group: str, metric: str, tol: Tolerance, baseline: float, value: float, n: int,
+                 cfg: GateConfig) -> str:
+    """The tolerance and the minimum detectable effect in the same units: absolute, and relative
+    to the baseline where the tolerance is relative."""
+    allowed = tol.allowed(baseline)
+    if tol.rel and baseline:
+        tol_text = f"{tol} (= {allowed:.4g} at baseline {baseline:.4g})"
+        mde_text = f"{value:.4g} (= {value / abs(baseline):.1%} of the baseline)"
+    else:
+        tol_text, mde_text = str(tol), f"{value:.4g}"
+    return (f"{suite}::{group} {metric}: tolerance {tol_text} is below the minimum detectable effect {mde_text} "
+            f"of its {n} queries (alpha {cfg.alpha}, power {cfg.power}); smaller drops cannot be told from noise")
+
+
 def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None], cfg: GateConfig,
-             strict: bool = False, correction: str | None = None) -> GateResult:
-    """Compare ``records`` with ``baselines`` (suite -> baseline object or None)."""
+             strict: bool = False, correction: str | None = None, regenerate: str = DEFAULT_REGENERATE,
+             compare_changed_settings: str = "") -> GateResult:
+    """Compare ``records`` with ``baselines`` (suite -> baseline object or None). ``regenerate``
+    is the command a refusal names (``{file}``: the cell's test file). ``compare_changed_settings``
+    names the option that asked for cells with changed settings to be compared anyway (e.g. an
+    explicit encoder backend: "what would switching do?"); empty refuses them."""
     correction = correction or cfg.correction
-    warnings: list[str] = []
+    warnings: list[GateWarning] = []
     # (suite, group, metric) -> list of (cell, baseline entry, record)
     groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]] = {}
     meta: dict[tuple[str, str, str], tuple[str, bool]] = {}
-    sha_mismatch: dict[tuple[str, str], str] = {}
+    refusal: dict[tuple[str, str], str] = {}
+    changed: dict[tuple[str, str], str] = {}
     seen_cells: set[tuple[str, str]] = set()
     for r in records:
         base = baselines.get(r.suite)
         bcell = (base or {}).get("cells", {}).get(r.cell)
         seen_cells.add((r.suite, r.cell))
+        diff = settings_diff(bcell.get("settings") or {}, r.settings) if bcell and r.settings else []
         if bcell and r.dataset_sha256 and bcell.get("dataset_sha256") and bcell["dataset_sha256"] != r.dataset_sha256:
-            sha_mismatch[(r.suite, r.cell)] = bcell["dataset_sha256"]
+            refusal[(r.suite, r.cell)] = (f"dataset sha256 differs from the baseline's ({bcell['dataset_sha256'][:12]}…): "
+                                          "comparison refused; if the data change is intended, regenerate the "
+                                          f"baseline: {regenerate.format(file=_cell_file(r.cell))}")
+        elif diff and compare_changed_settings:
+            changed[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): compared as asked "
+                                          f"by {compare_changed_settings}")
+        elif diff:
+            like = (f"; or compare like with like: --odqa-encoder-backend {bcell['settings'][BACKEND]}"
+                    if any(d.startswith(f"{BACKEND} ") for d in diff) else "")
+            refusal[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): comparison refused; "
+                                          f"regenerate the baseline: {regenerate.format(file=_cell_file(r.cell))}{like}")
         bm = (bcell or {}).get("metrics", {}).get(r.metric)
         key = (r.suite, fold_group(r.cell), r.metric)
         groups.setdefault(key, []).append((r.cell, bm, r))
@@ -141,11 +203,10 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
         pooled = _pool(entries)
         cur = float(np.mean(pooled["cur_vec"])) if pooled["pairable"] else float(np.mean(pooled["cur_vals"]))
         comp = Comparison(suite, group, metric, kind, hib, None, cur, tol, folds=pooled["cur_vals"] if len(entries) > 1 else [])
-        mism = [c for c, _b, _r in entries if (suite, c) in sha_mismatch]
+        mism = [c for c, _b, _r in entries if (suite, c) in refusal]
         if mism:
             comp.status = "refused"
-            comp.note = (f"dataset sha256 differs from the baseline's ({sha_mismatch[(suite, mism[0])][:12]}…): "
-                         "comparison refused; update the baseline if the data change is intended")
+            comp.note = refusal[(suite, mism[0])]
             comps.append(comp)
             continue
         if not pooled["base_vals"] or len(pooled["base_vals"]) < len(entries):
@@ -153,6 +214,9 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
             comp.note = "no baseline for this cell"
             comps.append(comp)
             continue
+        moved = [changed[(suite, c)] for c, _b, _r in entries if (suite, c) in changed]
+        if moved:
+            comp.note = moved[0]
         comp.baseline = float(np.mean(pooled["base_vec"])) if pooled["pairable"] else float(np.mean(pooled["base_vals"]))
         comp.baseline_folds = pooled["base_vals"] if len(entries) > 1 else []
         comp.delta = comp.current - comp.baseline  # type: ignore[operator]
@@ -167,11 +231,11 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
             comp.worse = [(ids[i], float(b[i]), float(c[i])) for i in order[:10] if d[i] < 0]
             comp.better = [(ids[i], float(b[i]), float(c[i])) for i in order[::-1][:10] if d[i] > 0]
             if tol.allowed(comp.baseline) < comp.mde:
-                warnings.append(f"{suite}::{group} {metric}: tolerance {tol} is below the minimum detectable effect "
-                                f"{comp.mde:.4f} of its {pr.n} queries (alpha {cfg.alpha}, power {cfg.power}); "
-                                "smaller drops cannot be told from noise")
+                warnings.append(GateWarning(_mde_warning(suite, group, metric, tol, comp.baseline, comp.mde, pr.n, cfg),
+                                            "mde"))
         elif kind == "quality":
-            comp.note = "per-query vectors do not pair (query set changed?): judged on the mean alone"
+            comp.note = ((comp.note + "; ") if comp.note else "") + ("per-query vectors do not pair (query set "
+                                                                    "changed?): judged on the mean alone")
         comps.append(comp)
     # multiple comparisons across the whole run
     with_p = [c for c in comps if c.p_value is not None]
@@ -186,7 +250,7 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
             elif (c.status, c.suite, c.cell) not in told:
                 told.add((c.status, c.suite, c.cell))
                 what = "has no baseline" if c.status == "new" else f"was not compared: {c.note}"
-                warnings.append(f"{c.suite}::{c.cell} {what} (strict mode fails on this)")
+                warnings.append(GateWarning(f"{c.suite}::{c.cell} {what} (strict mode fails on this)", c.status))
             continue
         allowed = c.tolerance.allowed(c.baseline or 0.0)
         if c.drop > allowed + 1e-12:

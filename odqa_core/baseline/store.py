@@ -1,6 +1,12 @@
 """Baseline JSON: one file per profile and suite (``baselines/<profile>/<suite>.json``), keys
 sorted, floats at 12 significant digits, per-query vectors packed (zlib + base64 of float64),
-a schema version, the dataset sha256 per cell and the run's metadata.
+a schema version, the run's metadata and, per cell, the dataset sha256 and the resolved
+settings that shape its numbers (encoder backend, max length, model fingerprint).
+
+A cell's key is its test's node id: the test file's path relative to the rootdir, then the
+test name (``benchmarks/test_retrieval.py::test_retrieval[bm25-kiwi/default/k=5]``), so two
+``test_x.py`` in different folders never share a baseline. Schema 1 keyed cells by the test
+name alone; ``odqa-bench baseline migrate`` rewrites such files.
 
 Records are what a test cell reports: JSON-able dicts shipped from xdist workers unchanged.
 """
@@ -27,7 +33,7 @@ from ..io import atomic_write_text, dumps_stable
 __all__ = ["SCHEMA_VERSION", "Record", "pack_vector", "unpack_vector", "run_metadata", "load_baseline",
            "build_baseline", "merge_cells", "write_baseline", "records_to_cells", "ids_sha256"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("quality", "speed", "info")
 
 
@@ -67,6 +73,7 @@ class Record:
     dataset: str = ""
     dataset_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -86,6 +93,8 @@ def records_to_cells(records: list[Record]) -> dict[str, dict[str, Any]]:
     cells: dict[str, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: (r.cell, r.metric)):
         cell = cells.setdefault(r.cell, {"dataset": r.dataset, "dataset_sha256": r.dataset_sha256, "metrics": {}})
+        if r.settings:
+            cell.setdefault("settings", {}).update({str(k): str(v) for k, v in r.settings.items()})
         m: dict[str, Any] = {"value": _num(r.value), "higher_is_better": bool(r.higher_is_better), "kind": r.kind}
         if r.per_query is not None and (r.kind != "info" or r.metric in INFO_VECTORS_KEPT):
             m["n"] = len(r.per_query)
@@ -164,6 +173,9 @@ def load_baseline(path: str | Path) -> dict[str, Any] | None:
         raise OdqaBenchError(f"{path}: corrupted baseline (not UTF-8); fix it or restore it from git") from None
     _check(isinstance(obj, dict), path, "top level is not an object")
     ver = obj.get("schema_version")
+    if ver == 1:
+        raise OdqaBenchError(f"{path}: baseline schema version 1 (cells keyed by test name alone), this odqa-bench "
+                             f"reads {SCHEMA_VERSION}; rewrite it with: odqa-bench baseline migrate")
     if ver != SCHEMA_VERSION:
         raise OdqaBenchError(f"{path}: baseline schema version {ver!r}, this odqa-bench reads {SCHEMA_VERSION}; "
                              "regenerate it with --odqa-update-baselines")
@@ -171,6 +183,7 @@ def load_baseline(path: str | Path) -> dict[str, Any] | None:
     _check(isinstance(cells, dict), path, "'cells' is not an object")
     for cid, cell in cells.items():
         _check(isinstance(cell, dict) and isinstance(cell.get("metrics"), dict), path, f"cell {cid!r} has no metrics")
+        _check(isinstance(cell.get("settings", {}), dict), path, f"cell {cid!r} settings is not an object")
         for name, m in cell["metrics"].items():
             _check(isinstance(m, dict) and isinstance(m.get("value"), (int, float)), path,
                    f"cell {cid!r} metric {name!r} has no numeric value")

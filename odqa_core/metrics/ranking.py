@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..errors import OdqaBenchError
 from ..retrieval.run import Run
 
-__all__ = ["MetricSpec", "parse_metric", "Judged", "judge", "judged_query_ids", "evaluate", "RANKING_METRICS"]
+__all__ = ["MetricSpec", "parse_metric", "Judged", "judge", "judged_query_ids", "evaluate", "Scores", "RANKING_METRICS"]
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,26 @@ def parse_metric(text: str) -> MetricSpec:
     return MetricSpec(name, k)
 
 
+class Scores(dict[str, np.ndarray]):
+    """Metric name -> per-query vector, plus ``query_ids``: the query each position belongs to
+    (qrels order, judged queries only), so a vector never travels without its ids."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], query_ids: list[str]) -> None:
+        super().__init__(vectors)
+        for name, vec in vectors.items():
+            if len(vec) != len(query_ids):
+                raise ValueError(f"Scores: {name} has {len(vec)} values for {len(query_ids)} query ids")
+        self.query_ids = list(query_ids)
+
+    def by_query(self, metric: str) -> dict[str, float]:
+        """One metric as query id -> value."""
+        return {q: float(v) for q, v in zip(self.query_ids, self[metric])}
+
+
 def evaluate(run: Run, qrels: dict[str, dict[str, int]], metrics: list[str],
-             hits: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-query vectors for each metric name (query order: qrels order, judged queries only)."""
+             hits: np.ndarray | None = None) -> Scores:
+    """Per-query vectors for each metric name, with the query ids they follow (qrels order,
+    judged queries only)."""
     specs = [parse_metric(m) for m in metrics]
     j = judge(run, qrels, hits)
-    return {str(s): RANKING_METRICS[s.name](j, s.k) for s in specs}
+    return Scores({str(s): RANKING_METRICS[s.name](j, s.k) for s in specs}, j.query_ids)

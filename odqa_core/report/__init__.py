@@ -6,9 +6,9 @@ from pathlib import Path
 from ..baseline.gate import GateResult, fold_group
 from ..baseline.store import Record
 from ..io import atomic_write_text
-from .tables import comparison_frame, to_junit, to_markdown
+from .tables import comparison_frame, to_json, to_junit, to_markdown
 
-__all__ = ["write_reports", "comparison_frame", "to_markdown", "to_junit"]
+__all__ = ["write_reports", "comparison_frame", "to_json", "to_markdown", "to_junit"]
 
 
 def write_reports(result: GateResult, out_dir: str | Path, records: list[Record] | None = None) -> list[Path]:

@@ -62,7 +62,7 @@ def rows_from_records(records: Iterable[Record]) -> list[FoldRow]:
         m = _CELL.match(cell)
         if m is None:
             continue
-        methods = ("answer",) if m["test"] == "test_answer_conformal" else ("rank", "score")
+        methods = ("answer",) if m["test"].rsplit("::", 1)[-1] == "test_answer_conformal" else ("rank", "score")
         for method in methods:
             cov, size, param = _METRICS[method]
             if cov not in metrics or size not in metrics:

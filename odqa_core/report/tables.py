@@ -1,13 +1,15 @@
 """Comparison tables (pandas) and their markdown, CSV and JUnit XML renderings."""
 from __future__ import annotations
 
+import math
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 
 from ..baseline.gate import GateResult
 
-__all__ = ["comparison_frame", "to_markdown", "to_junit"]
+__all__ = ["comparison_frame", "to_markdown", "to_junit", "to_json"]
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
@@ -60,6 +62,27 @@ def to_markdown(result: GateResult, worst: int = 5) -> str:
     if result.warnings:
         out += ["", "<details><summary>warnings</summary>", ""] + [f"- {w}" for w in result.warnings] + ["", "</details>"]
     return "\n".join(out) + "\n"
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def to_json(result: GateResult) -> dict[str, Any]:
+    """The verdicts as plain JSON: ``ok``, failures, warnings and one object per comparison."""
+    comps = []
+    for c in result.comparisons:
+        comps.append({
+            "suite": c.suite, "cell": c.cell, "metric": c.metric, "kind": c.kind, "status": c.status,
+            "higher_is_better": c.higher_is_better, "baseline": _finite(c.baseline), "current": _finite(c.current),
+            "delta": _finite(c.delta), "ci95": [_finite(c.ci[0]), _finite(c.ci[1])] if c.ci else None,
+            "p_value": _finite(c.p_value), "p_adjusted": _finite(c.p_adjusted), "n": c.n, "mde": _finite(c.mde),
+            "tolerance": {"abs": c.tolerance.abs, "rel": c.tolerance.rel}, "note": c.note,
+            "worse": [{"query": q, "baseline": b, "current": v} for q, b, v in c.worse],
+            "better": [{"query": q, "baseline": b, "current": v} for q, b, v in c.better],
+        })
+    return {"ok": result.ok, "failures": list(result.failures), "warnings": [str(w) for w in result.warnings],
+            "counts": {s: len(result.by_status(s)) for s in _ORDER if result.by_status(s)}, "comparisons": comps}
 
 
 def to_junit(result: GateResult) -> str:

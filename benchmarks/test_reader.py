@@ -1,16 +1,29 @@
-"""End-to-end QA: BM25 top-k passages -> extractive reader trained on the fold's training side ->
-EM/F1 (max over gold answers, KorQuAD character F1) on the fold's test questions. Cells read
-``bm25/<dataset>/k=<k>/fold=<f>``; ``gold_em``/``gold_f1`` (the reader given only the gold
-passage) and ``answer_hit`` (an answer string is in the top k) are recorded beside, ungated.
+"""Readers through the gate: the extractive reader trained per fold on the fold's training side,
+read on its held-out questions.
 
-Quick: a tiny random BERT trained 24 steps on ``default`` (fold 1 of 2): proves the path,
-the cache and determinism; its numbers are low by design. Full (marker ``full``): multilingual
-e5-small (12 layers), one epoch per fold on korquad-dev, 5 folds: hours on a CPU.
+- ``test_reader_gold`` (``<profile>/<dataset>/fold=<f>``): the reader given only the gold
+  passage (gold-passage EM/F1), the ceiling retrieval can only lower;
+- ``test_reader`` (``<retriever>/<dataset>/k=<k>/fold=<f>``): end to end, the top-k passages of
+  a retriever read once at the deepest k, each k choosing its answer among its first k;
+  ``answer_hit@k`` (an answer string is in the top k) is recorded beside, ungated;
+- ``test_reading_speed`` (perf): questions per second end to end at k=5, recorded as info.
+
+Profiles (``odqa_core.reader.train.PROFILES``):
+- quick: a tiny random BERT trained 24 steps on ``default`` (fold 1 of 2), read through bm25 and
+  the bm25 + e5-small hybrid: proves the path, the cache and determinism; low numbers by design;
+- full (marker ``full``): e5-small trained per fold on korquad-dev (5 article-grouped folds),
+  read on korquad-dev and korquad-open through bm25-kiwi and the bm25-kiwi + e5-small hybrid;
+- gpu (markers ``full`` and ``cuda``): the same cells for the GPU profile's reader, on CUDA.
+
+korquad-open holds korquad-dev's questions among 30k more passages, so it is read with the
+korquad-dev folds' readers on the same held-out questions.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,66 +33,152 @@ from odqa_core.bench import cached_dataset, cached_run
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+import torch  # noqa: E402
+
 KS = (1, 5, 10, 20)
+SPEED_K = 5
+HYBRID = {"tokenizer": "kiwi", "dense_model": "e5-small", "size": "L12", "max_length": 256}
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
+                             reason="CUDA not available: torch.cuda.is_available() is False")
 
 
 @dataclass(frozen=True)
 class Setup:
-    dataset: str
+    """A reader profile: where it trains (dataset, folds) and what it reads (dataset, retriever)."""
+
+    profile: str
+    train_on: str
     n_folds: int
     folds: tuple[int, ...]
+    read: tuple[tuple[str, str], ...]          # (dataset, retriever label)
     tokenizer: str
-    profile: str
+    device: str = "cpu"
     marks: tuple = field(default=(), compare=False)
 
 
 SETUPS = (
-    Setup("default", 2, (1,), "regex", "quick"),
-    Setup("korquad-dev", 5, (1, 2, 3, 4, 5), "kiwi", "full", (pytest.mark.full, pytest.mark.realdata)),
+    Setup("quick", "default", 2, (1,), (("default", "bm25"), ("default", "hybrid")), "regex"),
+    Setup("full", "korquad-dev", 5, (1, 2, 3, 4, 5),
+          tuple((d, r) for d in ("korquad-dev", "korquad-open") for r in ("bm25", "hybrid")), "kiwi",
+          marks=(pytest.mark.full, pytest.mark.realdata)),
+    Setup("gpu", "korquad-dev", 5, (1, 2, 3, 4, 5),
+          tuple((d, r) for d in ("korquad-dev", "korquad-open") for r in ("bm25", "hybrid")), "kiwi", device="cuda",
+          marks=(pytest.mark.full, pytest.mark.realdata, pytest.mark.cuda, NO_CUDA)),
 )
-CELLS = [pytest.param(s, f, k, id=f"bm25/{s.dataset}/k={k}/fold={f}", marks=s.marks)
-         for s in SETUPS for f in s.folds for k in KS]
+
+
+def _retriever_id(setup: Setup, retriever: str) -> str:
+    return f"{retriever}-{setup.tokenizer}" + ("+e5-small-L12" if retriever == "hybrid" else "")
+
+
+GOLD_CELLS = [pytest.param(s, f, id=f"{s.profile}/{s.train_on}/fold={f}", marks=s.marks) for s in SETUPS for f in s.folds]
+CELLS = [pytest.param(s, d, r, f, k, id=f"{s.profile}/{_retriever_id(s, r)}/{d}/k={k}/fold={f}", marks=s.marks)
+         for s in SETUPS for d, r in s.read for f in s.folds for k in KS]
+SPEED_CELLS = [pytest.param(s, id=f"{s.profile}/{_retriever_id(s, 'bm25')}/{s.train_on}/k={SPEED_K}",
+                            marks=s.marks + (pytest.mark.perf,)) for s in SETUPS]
 
 
 @cache
-def e2e_results(setup: Setup, fold_index: int) -> dict:
-    """Train (or reuse) the fold's reader, read the test questions' top 20 BM25 passages once,
-    and score every k."""
+def _fold(setup: Setup, fold_index: int) -> Any:
     from odqa_core.data.folds import get_fold
-    from odqa_core.e2e import run_e2e_sweep
+
+    return get_fold(cached_dataset(setup.train_on), fold_index, setup.n_folds)
+
+
+@cache
+def _reader(setup: Setup, fold_index: int) -> Any:
+    """The fold's trained reader (cached checkpoint, trained on first use)."""
     from odqa_core.reader.train import PROFILES, trained_reader
 
-    ds = cached_dataset(setup.dataset)
-    fold = get_fold(ds, fold_index, setup.n_folds)
     config = PROFILES[setup.profile]
-    reader = trained_reader(ds, fold, config, threads=config.threads)
-    qids = [q for q in fold.test_query_ids if ds.answers.get(q)]
-    run = cached_run("bm25", setup.tokenizer, setup.dataset)
-    return run_e2e_sweep(ds, run, reader, KS, "auto", query_ids=qids)
+    return trained_reader(cached_dataset(setup.train_on), _fold(setup, fold_index), config, device=setup.device,
+                          threads=config.threads)
 
 
-@pytest.mark.parametrize("setup,fold,k", CELLS)
-def test_reader(setup, fold, k, odqa_record):
-    ds = cached_dataset(setup.dataset)
-    res = e2e_results(setup, fold)[k]
+def _held_out(setup: Setup, dataset: str, fold_index: int) -> list[str]:
+    """The fold's test questions that have gold answers in ``dataset``."""
+    ds = cached_dataset(dataset)
+    return [q for q in _fold(setup, fold_index).test_query_ids if ds.answers.get(q)]
+
+
+@cache
+def _run(setup: Setup, dataset: str, retriever: str) -> Any:
+    if retriever == "bm25":
+        return cached_run("bm25", setup.tokenizer, dataset)
+    from odqa_core.retrieval import get_retriever, retrieve
+
+    ds = cached_dataset(dataset)
+    return retrieve(get_retriever("hybrid", **HYBRID).index(ds.corpus), ds, max(KS))
+
+
+@cache
+def gold_results(setup: Setup, fold_index: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    from odqa_core.e2e import read_gold_passages
+
+    qids = _held_out(setup, setup.train_on, fold_index)
+    em, f1, _ = read_gold_passages(cached_dataset(setup.train_on), _reader(setup, fold_index), qids, "auto")
+    return qids, em, f1
+
+
+@cache
+def e2e_results(setup: Setup, dataset: str, retriever: str, fold_index: int) -> dict:
+    """Read the held-out questions' top ``max(KS)`` passages once and score every k."""
+    from odqa_core.e2e import run_e2e_sweep
+
+    ds = cached_dataset(dataset)
+    return run_e2e_sweep(ds, _run(setup, dataset, retriever), _reader(setup, fold_index), KS, "auto",
+                         query_ids=_held_out(setup, dataset, fold_index), gold_baseline=False)
+
+
+@pytest.mark.parametrize("setup,fold", GOLD_CELLS)
+def test_reader_gold(setup, fold, odqa_record):
+    qids, em, f1 = gold_results(setup, fold)
+    odqa_record.dataset(cached_dataset(setup.train_on))
+    odqa_record("gold_em", per_query=em, query_ids=qids)
+    odqa_record("gold_f1", per_query=f1, query_ids=qids)
+    assert np.all(f1 >= em), "an exact match must have F1 = 1"
+    if setup.profile != "quick":
+        # a trained e5 reader must read gold passages far better than chance
+        assert float(np.mean(f1)) > 0.3, "the reader did not learn to extract answers"
+
+
+@pytest.mark.parametrize("setup,dataset,retriever,fold,k", CELLS)
+def test_reader(setup, dataset, retriever, fold, k, odqa_record):
+    ds = cached_dataset(dataset)
+    res = e2e_results(setup, dataset, retriever, fold)[k]
     odqa_record.dataset(ds)
     qids = res["query_ids"]
     odqa_record("em", per_query=res["em"], query_ids=qids)
     odqa_record("f1", per_query=res["f1"], query_ids=qids)
-    odqa_record("gold_em", per_query=res["gold_em"], query_ids=qids, kind="info")
-    odqa_record("gold_f1", per_query=res["gold_f1"], query_ids=qids, kind="info")
     odqa_record(f"answer_hit@{k}", per_query=res["answer_hit"], query_ids=qids, kind="info")
     assert np.all(res["f1"] >= res["em"]), "an exact match must have F1 = 1"
     # every answer is text of one of the top-k passages it was read from
-    run = cached_run("bm25", setup.tokenizer, setup.dataset)
+    run = _run(setup, dataset, retriever)
     pos = {q: i for i, q in enumerate(run.query_ids)}
     for q, p in zip(qids, res["predictions"]):
-        if p.passage_index < 0:  # BM25 found no passage sharing a word with the question
+        if p.passage_index < 0:  # the retriever found no passage for the question
             assert p.text == "" and run.indices[pos[q], 0] < 0, (q, p)
             continue
         assert p.passage_index < k, (q, p)
         j = run.indices[pos[q], p.passage_index]
         assert p.text == ds.corpus.texts[j][p.start_char : p.end_char]
-    if setup.profile == "full":
-        # a trained e5 reader must read gold passages far better than chance
-        assert float(np.mean(res["gold_f1"])) > 0.3, "the reader did not learn to extract answers"
+
+
+@pytest.mark.parametrize("setup", SPEED_CELLS)
+def test_reading_speed(setup, odqa_record):
+    """Questions per second, end to end at k=5 (bm25 search and reading), fold 1's reader."""
+    from odqa_core.e2e import run_e2e
+    from odqa_core.retrieval import get_retriever
+
+    ds = cached_dataset(setup.train_on)
+    reader = _reader(setup, 1)
+    qids = _held_out(setup, setup.train_on, 1)[:200]
+    retriever = get_retriever("bm25", tokenizer=setup.tokenizer).index(ds.corpus)
+    run_e2e(ds, retriever, reader, SPEED_K, "auto", query_ids=qids[:4], gold_baseline=False)  # warm-up
+    t0 = time.perf_counter()
+    res = run_e2e(ds, retriever, reader, SPEED_K, "auto", query_ids=qids, gold_baseline=False)
+    seconds = time.perf_counter() - t0
+    odqa_record.dataset(ds)
+    odqa_record("questions_per_s", len(qids) / seconds, kind="info", device=setup.device,
+                threads=reader.threads or torch.get_num_threads(), questions=len(qids))
+    assert len(res["predictions"]) == len(qids)

@@ -219,7 +219,7 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
 
     records = load_run(args.run)
     _cfg, base_dir = _session_like(args)
-    for line in update_baselines(records, base_dir, args.profile, run_failures(args.run)):
+    for line in update_baselines(records, base_dir, args.profile, run_failures(args.run), prune=args.prune):
         print(line)
     return 0
 
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="action", required=True)
     bu = bsub.add_parser("update", help="write baselines from a run saved with --odqa-save-run")
     bu.add_argument("--run", required=True, metavar="FILE")
-    gate_opts(bu, ["profile", "baseline-dir"])
+    gate_opts(bu, ["profile", "baseline-dir", "prune"])
     bu.set_defaults(func=cmd_baseline_update)
     bm = bsub.add_parser("migrate", help="rewrite schema-1 baselines (cells keyed by test name) to schema 2 (keyed "
                                          "by test file path and name), every profile, refusing ambiguity")

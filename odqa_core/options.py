@@ -55,6 +55,8 @@ GATE_OPTIONS: tuple[GateOption, ...] = (
                flag=True, cli=True),
     GateOption("update-baselines", "write this run's records into the baseline files (refused if any test failed)",
                flag=True),
+    GateOption("prune", "with an update: a written suite keeps only the cells this run recorded (tests renamed "
+               "or removed lose their baseline)", flag=True),
     GateOption("no-gate", "record only; do not compare", flag=True),
     GateOption("correction", "multiple-comparison correction across the run. Default: from [tool.odqa_bench], "
                "else 'holm'", choices=CORRECTIONS, cli=True),

@@ -218,7 +218,8 @@ class OdqaSession:
 
             failed = self.failed_tests or ([f"{session.testsfailed} failed"] if session.testsfailed else [])
             try:
-                for line in update_baselines(self.records, self.base_dir, self.profile, failed):
+                for line in update_baselines(self.records, self.base_dir, self.profile, failed,
+                                             prune=bool(self.config.getoption("--odqa-prune"))):
                     self.lines.append(f"odqa-bench: {line}")
             except OdqaBenchError as exc:
                 self.lines.append(f"odqa-bench: {exc}")

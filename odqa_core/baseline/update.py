@@ -12,8 +12,9 @@ __all__ = ["update_baselines"]
 
 
 def update_baselines(records: Sequence[Record], base_dir: str | Path, profile: str,
-                     failed: Sequence[str] = ()) -> list[str]:
-    """Write the records' suites; cells that ran replace their old entries, the others stay.
+                     failed: Sequence[str] = (), prune: bool = False) -> list[str]:
+    """Write the records' suites; cells that ran replace their old entries, the others stay
+    (with ``prune``, a written suite keeps only the cells that ran: renamed or removed tests go).
     Refused (nothing written) when any test of the run failed. Returns one line per file."""
     if failed:
         raise OdqaBenchError(f"baselines NOT updated: {len(failed)} test(s) failed or errored (e.g. {failed[0]}); "
@@ -27,9 +28,13 @@ def update_baselines(records: Sequence[Record], base_dir: str | Path, profile: s
     planned = []
     for suite, recs in sorted(by_suite.items()):
         path = base / f"{suite}.json"
-        planned.append((path, recs, merge_cells(load_baseline(path), records_to_cells(recs))))
+        fresh = records_to_cells(recs)
+        planned.append((path, recs, fresh if prune else merge_cells(load_baseline(path), fresh)))
     lines = []
     for (path, recs, cells), suite in zip(planned, sorted(by_suite)):
+        old = set((load_baseline(path) or {}).get("cells", {})) if prune else set()
+        dropped = len(old - set(cells))
         write_baseline(path, build_baseline(profile, suite, cells))
-        lines.append(f"wrote {path} ({len({r.cell for r in recs})} cells updated, {len(cells)} in all)")
+        lines.append(f"wrote {path} ({len({r.cell for r in recs})} cells updated, {len(cells)} in all"
+                     + (f", {dropped} not run dropped" if dropped else "") + ")")
     return lines

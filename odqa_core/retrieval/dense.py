@@ -276,6 +276,7 @@ def dense(model: str = "minilm", size: str | None = None, index: str = "flat", d
           encoder: Encoder | None = None, **encoder_options: Any) -> DenseRetriever:
     """Build the ``dense`` retriever: ``model``/``size`` pick the encoder (or pass ``encoder``),
     ``index`` the FAISS index; other options go to the encoder (``pooling``, prefixes...).
+    ``max_length`` None keeps the family's default (256 tokens, as in every results table).
     ``backend`` runs the encoder (``auto``: OpenVINO int8 on the CPU, which keeps rankings within
     0.005 of ``torch-fp32``, the reference; see :mod:`odqa_core.encoders.backends`)."""
     if index not in INDEX_TYPES:

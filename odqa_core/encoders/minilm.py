@@ -100,7 +100,8 @@ class HFEncoder:
                show_progress: bool = False) -> np.ndarray:
         """Embed ``texts`` in batches of similar length; rows come back in input order."""
         import torch
-        from tqdm.auto import tqdm
+
+        from ..progress import progress_bar
 
         check_encode_args(self.name, texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -120,7 +121,7 @@ class HFEncoder:
                if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
         starts = range(0, len(order), batch_size)
         with torch.inference_mode(), amp:
-            for s in tqdm(starts, desc=f"encode {kind}s", unit="batch", disable=not show_progress):
+            for s in progress_bar(starts, desc=f"encode {kind}s", unit="batch", show=show_progress):
                 rows = order[s : s + batch_size]
                 width = int(lengths[rows].max())
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)

@@ -16,10 +16,12 @@ _SETTING: bool | None = None
 _OFF = ("0", "false", "no", "off")
 
 
-def set_progress(enabled: bool | None) -> None:
-    """Turn progress on or off for this process; None restores the automatic choice."""
+def set_progress(enabled: bool | None) -> bool | None:
+    """Turn progress on or off for this process (None: the automatic choice); returns the
+    previous setting, so a caller can put it back."""
     global _SETTING
-    _SETTING = enabled
+    previous, _SETTING = _SETTING, enabled
+    return previous
 
 
 def progress_enabled() -> bool:

@@ -121,7 +121,7 @@ class HFEncoder:
                if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
         starts = range(0, len(order), batch_size)
         with torch.inference_mode(), amp:
-            for s in progress_bar(starts, desc=f"encode {kind}s", unit="batch", show=show_progress):
+            for s in progress_bar(starts, desc="encode queries" if kind == "query" else "encode passages", unit="batch", show=show_progress):
                 rows = order[s : s + batch_size]
                 width = int(lengths[rows].max())
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)

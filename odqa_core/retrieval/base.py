@@ -1,7 +1,9 @@
 """The retriever contract and the registry by name."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,8 +14,8 @@ from ..extensions import RETRIEVER_GROUP, describe, entry_points, load_entry_poi
 from .params import FactoryParams, check_params, factory_params, parse_params
 from .run import Run
 
-__all__ = ["BUILTIN", "Retriever", "accepted_params", "accepts", "get_retriever", "known_retrievers", "parse_spec",
-           "register", "retrieve", "retriever_names", "retriever_parameters"]
+__all__ = ["BUILTIN", "Retriever", "RetrieverInfo", "accepted_params", "accepts", "get_retriever", "known_retrievers",
+           "parse_spec", "register", "retrieve", "retriever_catalog", "retriever_names", "retriever_parameters"]
 
 
 class Retriever(Protocol):
@@ -115,20 +117,54 @@ def _resolve(name: str) -> Callable[..., Retriever] | None:
         return None
 
 
+def _available(name: str) -> tuple[Callable[..., Retriever] | None, str]:
+    """(factory, "") or (None, why not); an extension that fails to import warns once."""
+    try:
+        return _factory(name), ""
+    except OdqaBenchError as exc:
+        if name not in BUILTIN and name not in _REGISTRY and name not in _WARNED:
+            _WARNED.add(name)
+            warn(f"{exc}; skipped")
+        return None, str(exc)
+
+
 def retriever_names() -> list[str]:
     """The retrievers that can be built here. A built-in whose extra is missing is left out; an
     installed extension that fails to import is left out with one warning naming it."""
-    names = []
+    return [name for name in known_retrievers() if _available(name)[0] is not None]
+
+
+@dataclass(frozen=True)
+class RetrieverInfo:
+    """One retriever for a listing: where it comes from, its docstring's first sentence, and its
+    parameters (None, with ``error``, when it cannot be built here)."""
+
+    name: str
+    source: str
+    summary: str
+    params: FactoryParams | None
+    error: str = ""
+
+
+def _summary(factory: Callable[..., Any]) -> str:
+    doc = re.sub(r":\w+:`([^`]*)`", r"\1", " ".join((factory.__doc__ or "").split())).replace("``", "")
+    end = doc.find(". ")
+    return doc if end < 0 else doc[: end + 1]
+
+
+def retriever_catalog() -> list[RetrieverInfo]:
+    """Every known retriever with its parameters, types and defaults, read from its factory."""
+    out = []
+    eps = _entry_points()
     for name in known_retrievers():
-        try:
-            _factory(name)
-        except OdqaBenchError as exc:
-            if name not in BUILTIN and name not in _WARNED:
-                _WARNED.add(name)
-                warn(f"{exc}; skipped")
-            continue
-        names.append(name)
-    return names
+        source = ("registered" if name in _REGISTRY else "built-in" if name in BUILTIN
+                  else f"entry point {describe(eps[name])}")
+        factory, error = _available(name)
+        if factory is None:
+            out.append(RetrieverInfo(name, source, "", None, error))
+        else:
+            out.append(RetrieverInfo(name, source, _summary(factory), factory_params(factory)))
+    return out
 
 
 def get_retriever(name: str, **params: Any) -> Retriever:

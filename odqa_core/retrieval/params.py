@@ -60,6 +60,13 @@ class FactoryParams:
     def accepted(self) -> list[str]:
         return sorted(self.params)
 
+    def nested_head(self, name: str) -> str | None:
+        """The ``head`` of ``head.key=value`` that fills parameter ``name``, if it takes one."""
+        head = name.removesuffix("_params")
+        if head != name and head in self.params:
+            return head
+        return name if _is_mapping(self.params[name].annotation) else None
+
 
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
     for target in (factory.__init__, factory) if inspect.isclass(factory) else (factory,):
@@ -241,10 +248,10 @@ def _nested_target(fp: FactoryParams, head: str, given: Mapping[str, Any]) -> tu
     """Where ``head.key=value`` goes, and which retriever types its values: ``head_params`` when
     the factory has one (typed by the retriever named by ``head``: ray's ``inner``), else a mapping
     parameter ``head`` (typed by the retriever called ``head`` when there is one: dpr's ``dense``)."""
-    if f"{head}_params" in fp.params:
-        named = given.get(head, fp.params[head].default if head in fp.params else None)
+    if f"{head}_params" in fp.params and fp.nested_head(f"{head}_params") == head:
+        named = given.get(head, fp.params[head].default)
         return f"{head}_params", named if isinstance(named, str) else None
-    if head in fp.params and _is_mapping(fp.params[head].annotation):
+    if head in fp.params and fp.nested_head(head) == head:
         return head, head
     return None
 

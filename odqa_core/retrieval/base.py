@@ -1,4 +1,5 @@
-"""The retriever contract and the registry by name."""
+"""The retriever contract and the registry by name: registered in this process, built in (imported
+on first use) or installed through ``odqa_bench.retrievers`` entry points."""
 from __future__ import annotations
 
 import re

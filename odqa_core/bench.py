@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from .data import Dataset, load_dataset
 from .errors import OdqaBenchError
-from .retrieval import Run, get_retriever, retrieve
+from .retrieval import Run, accepted_params, get_retriever, retrieve
 
 __all__ = ["RUN_DEPTH", "cached_dataset", "cached_run", "on_ci", "require_dataset", "skip_or_fail"]
 
@@ -53,7 +53,8 @@ def cached_dataset(name: str) -> Dataset:
 
 @cache
 def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DEPTH) -> Run:
-    """One retriever's run over a dataset, shared by every k cell in this process."""
+    """One retriever's run over a dataset, shared by every k cell in this process; ``tokenizer``
+    goes only to a retriever that takes one."""
     ds = cached_dataset(dataset)
-    r = get_retriever(retriever, tokenizer=tokenizer).index(ds.corpus)
+    r = get_retriever(retriever, **accepted_params(retriever, {"tokenizer": tokenizer})).index(ds.corpus)
     return retrieve(r, ds, depth)

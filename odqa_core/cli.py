@@ -1,13 +1,16 @@
 """``odqa-bench``: run retrievers on a dataset, score or compare TREC runs, update baselines from
-a saved run, write reports, manage caches. Thin: every command calls the modules beneath."""
+a saved run, write reports, list retrievers, manage caches. Thin: every command calls the modules
+beneath."""
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OdqaBenchError
+from .errors import OdqaBenchError, OdqaBenchWarning
 
 __all__ = ["main"]
 
@@ -42,12 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .data import load_dataset
     from .metrics import answer_hits, evaluate
-    from .retrieval import accepts, get_retriever, parse_spec, retrieve, retriever_names
+    from .retrieval import accepts, get_retriever, parse_spec, retrieve
 
     specs = [parse_spec(spec) for spec in args.retriever]
-    for name, _ in specs:
-        if name not in retriever_names():
-            raise OdqaBenchError(f"unknown retriever {name!r}; known: {', '.join(retriever_names())}")
     records: list[dict[str, Any]] = []
     datasets = {}
     for dname in args.dataset:
@@ -265,16 +265,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a dataset's qrels, and optionally a retriever's run, in TREC format for other tools."""
     from .data import load_dataset
     from .data.beir import write_qrels_trec
-    from .retrieval import get_retriever, retrieve
+    from .retrieval import accepted_params, get_retriever, parse_spec, retrieve
 
+    name, params = parse_spec(args.retriever)
     ds = load_dataset(args.dataset, args.data_dir)
     write_qrels_trec(args.qrels, ds.qrels)
     print(f"wrote {args.qrels} ({sum(len(r) for r in ds.qrels.values())} judgments)")
     if args.run:
-        r = get_retriever(args.retriever, tokenizer=args.tokenizer).index(ds.corpus)
+        params = {**accepted_params(name, {"tokenizer": args.tokenizer}), **params}
+        r = get_retriever(name, **params).index(ds.corpus)
         run = retrieve(r, ds, args.k)
-        run.write_trec(args.run, tag=f"{args.retriever}-{args.tokenizer}")
+        run.write_trec(args.run, tag=f"{name}-{params.get('tokenizer', '-')}")
         print(f"wrote {args.run} ({len(run.query_ids)} queries, depth {args.k})")
+    return 0
+
+
+def cmd_retrievers(args: argparse.Namespace) -> int:
+    """List every retriever (built-in, installed extension, ``--import``) with its parameters."""
+    from .retrieval import retriever_catalog
+
+    for info in retriever_catalog():
+        head = f"{info.name} ({info.source})"
+        if info.error:
+            print(f"{head}: not available: {info.error}")
+            continue
+        print(f"{head}: {info.summary}" if info.summary else head)
+        assert info.params is not None
+        for p in info.params.params.values():
+            head = info.params.nested_head(p.name)
+            nested = f"  (set as {head}.KEY=VALUE)" if head else ""
+            print(f"    {p.name}: {p.type_name} = {p.default!r}{nested}")
+        if info.params.passes_others:
+            print(f"    **{info.params.others_name}: further keywords, passed on")
     return 0
 
 
@@ -291,9 +313,42 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extension_opts(q: argparse.ArgumentParser, progress: bool = True) -> None:
+    """``--import`` (user modules that register retrievers or datasets) and the progress switch."""
+    q.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
+                   help="import MODULE (a module name, searched in the current folder too, or a .py file) first, "
+                        "so its @register / register_dataset calls run; repeatable")
+    if progress:
+        g = q.add_mutually_exclusive_group()
+        g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                       help="show progress of long work (model conversion, export, encoding) on stderr. "
+                            "Default: only when stderr is a terminal")
+        g.add_argument("--quiet", dest="progress", action="store_const", const=False, help="show no progress")
+
+
+def _imports(argv: list[str]) -> Iterator[str]:
+    """The ``--import`` values in ``argv``, read before the parser is built, so imported
+    retrievers and datasets appear in ``--help`` and pass its checks."""
+    for i, a in enumerate(argv):
+        if a == "--import" and i + 1 < len(argv):
+            yield argv[i + 1]
+        elif a.startswith("--import="):
+            yield a.partition("=")[2]
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None, *, _default: Any = warnings.showwarning) -> None:
+    """Our own warnings as one ``odqa-bench: warning:`` line; others as Python prints them."""
+    if issubclass(category, OdqaBenchWarning):
+        print(f"odqa-bench: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import dataset_names
     from .options import add_cli_options
+    from .retrieval import known_retrievers
     from .text import TOKENIZERS
 
     p = argparse.ArgumentParser(prog="odqa-bench", description="Benchmark and regression harness for ODQA/RAG retrieval.")
@@ -302,14 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", nargs="+", default=["default"], metavar="NAME|PATH",
                    help=f"named dataset ({', '.join(dataset_names())}) or a SQuAD .json / BEIR folder. Default: default")
     r.add_argument("--retriever", nargs="+", default=["bm25", "tfidf"], metavar="NAME[:k=v,...]",
-                   help="retriever names, each optionally with parameters, e.g. dense:model=e5-small,size=L12 or "
-                        "hybrid:dense_model=e5-small,norm=zscore. Default: bm25 tfidf")
+                   help=f"one or more of {', '.join(known_retrievers())}, each optionally with parameters, e.g. "
+                        "dense:model=e5-small,size=L12 or hybrid:dense_model=e5-small,norm=zscore; a nested "
+                        "parameter takes a dot: ray:inner=bm25,inner.tokenizer=kiwi. Values are checked against "
+                        "the retriever's declared types; 'odqa-bench retrievers' lists them. Default: bm25 tfidf")
     r.add_argument("--tokenizer", nargs="+", default=["regex", "kiwi"], choices=sorted(TOKENIZERS), metavar="NAME",
                    help=f"one or more of {', '.join(TOKENIZERS)}. Default: regex kiwi")
     r.add_argument("--k", nargs="+", type=_ks, default=DEFAULT_KS, metavar="K", help="cut-offs. Default: 1 5 10 20 30 100")
     r.add_argument("--json", metavar="FILE", help="also write the records and run metadata as JSON")
     r.add_argument("--data-dir", metavar="DIR", help="data folder. Default: $ODQA_DATA_DIR, else ../shared/data")
+    _extension_opts(r)
     r.set_defaults(func=cmd_run)
+
+    rl = sub.add_parser("retrievers", help="list every retriever with its parameters, types and defaults")
+    _extension_opts(rl, progress=False)
+    rl.set_defaults(func=cmd_retrievers)
 
     s = sub.add_parser("score", help="score a TREC run file against qrels")
     s.add_argument("--run", required=True, metavar="FILE", help="TREC run: qid Q0 docid rank score tag")
@@ -341,10 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", required=True, metavar="NAME|PATH")
     e.add_argument("--qrels", required=True, metavar="FILE")
     e.add_argument("--run", metavar="FILE", help="also write this retriever's run here")
-    e.add_argument("--retriever", default="bm25", metavar="NAME", help="Default: bm25")
+    e.add_argument("--retriever", default="bm25", metavar="NAME[:k=v,...]", help="as in run. Default: bm25")
     e.add_argument("--tokenizer", default="regex", choices=sorted(TOKENIZERS), metavar="NAME", help="Default: regex")
     e.add_argument("--k", type=_ks, default=100, help="run depth. Default: 100")
     e.add_argument("--data-dir", metavar="DIR")
+    _extension_opts(e)
     e.set_defaults(func=cmd_export)
 
     def gate_opts(q: argparse.ArgumentParser, names: list[str]) -> None:
@@ -376,27 +439,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evalrag_cli import add_eval_rag_parser
 
-    add_eval_rag_parser(sub)
+    _extension_opts(add_eval_rag_parser(sub))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .extensions import import_user_module
+    from .progress import set_progress
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except OdqaBenchError as exc:
-        print(f"odqa-bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("odqa-bench: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            for module in _imports(argv):
+                import_user_module(module)
+        except OdqaBenchError as exc:
+            print(f"odqa-bench: error: {exc}", file=sys.stderr)
+            return 2
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        previous = set_progress(getattr(args, "progress", None))
+        try:
+            return int(args.func(args) or 0)
+        except OdqaBenchError as exc:
+            print(f"odqa-bench: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("odqa-bench: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            set_progress(previous)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The one error type users see: a one-line message naming the file, option or value."""
 from __future__ import annotations
 
-__all__ = ["OdqaBenchError", "quote_line"]
+import warnings
+
+__all__ = ["OdqaBenchError", "OdqaBenchWarning", "quote_line", "warn"]
 
 
 class OdqaBenchError(Exception):
@@ -12,3 +14,12 @@ class OdqaBenchError(Exception):
 def quote_line(line: str, width: int = 80) -> str:
     """A file line as an error message quotes it: its repr, cut to about ``width`` characters."""
     return repr(line if len(line) <= width else line[: width - 3] + "...")
+
+
+class OdqaBenchWarning(UserWarning):
+    """Something a user can act on that does not stop the run; the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """Issue one :class:`OdqaBenchWarning` (the CLI prints ``odqa-bench: warning: ...``)."""
+    warnings.warn(message, OdqaBenchWarning, stacklevel=3)

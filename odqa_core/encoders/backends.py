@@ -315,8 +315,8 @@ class BackendEncoder:
 
     def _run(self, tok: Tokenized, forward: Any, kind: str, show_progress: bool, forward_pools: bool = False) -> np.ndarray:
         return encode_batched(tok, forward, self.dim, pooling=self.base.pooling, max_tokens=self.max_tokens,
-                              max_batch=self.max_batch, show_progress=show_progress, desc=f"encode {kind}s",
-                              forward_pools=forward_pools)
+                              max_batch=self.max_batch, show_progress=show_progress,
+                              desc="encode queries" if kind == "query" else "encode passages", forward_pools=forward_pools)
 
     def _encode_onnx(self, tok: Tokenized, kind: Kind, show_progress: bool) -> np.ndarray:
         sess, inputs = self.session(kind)

@@ -7,9 +7,13 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 
-__all__ = ["Encoder", "Kind", "check_encode_args"]
+__all__ = ["DENSE_MAX_LENGTH", "Encoder", "Kind", "check_encode_args"]
 
 Kind = Literal["query", "passage"]
+
+# Tokens kept per text when a dense encoder is not told otherwise: the length every README table
+# and suite uses (MiniLM's own limit; e5-small and saved model folders are cut to it too).
+DENSE_MAX_LENGTH = 256
 
 
 class Encoder(Protocol):

@@ -145,14 +145,14 @@ def encode_batched(tok: Tokenized, forward: Callable[[dict[str, np.ndarray]], np
     pool each batch and put its rows back in input order. With ``forward_pools`` the forward
     returns L2-normalised ``(batch, dim)`` vectors itself (pooling where the states live: on a GPU,
     copying every token state back to the host costs more than the model)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     n = len(tok.ids)
     out = np.zeros((n, dim), dtype=np.float32)
     if n == 0:
         return out
     batches = token_batches(tok.lengths, max_tokens=max_tokens, max_batch=max_batch, sort=sort)
-    for rows in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
+    for rows in progress_bar(batches, desc=desc, unit="batch", show=show_progress):
         feed = pad_batch(tok, rows)
         hidden = forward(feed)
         if hidden.shape[0] != len(rows) or hidden.shape[-1] != dim or hidden.ndim != (2 if forward_pools else 3):

@@ -26,6 +26,7 @@ import numpy as np
 from ..cache import cache_dir
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
+from ..progress import progress_step
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerFast
@@ -557,7 +558,8 @@ def load_e5(num_layers: int | None = None) -> tuple[BertModel, PreTrainedTokeniz
     if loaded is None:
         log.info("converting %s to a torch BertModel under %s", src, target)
         try:
-            loaded = _convert_into(target, src, sha)
+            with progress_step(f"converting {src.name} to a torch model (once, then cached)"):
+                loaded = _convert_into(target, src, sha)
         except OSError as exc:
             raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
     model, tok = loaded

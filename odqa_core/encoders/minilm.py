@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 from ..io import sha256_file
-from .base import Kind, check_encode_args
+from .base import DENSE_MAX_LENGTH, Kind, check_encode_args
 from .batching import pool_torch
 
 __all__ = [
@@ -53,7 +53,7 @@ class HFEncoder:
     model: Any
     tokenizer: Any
     pooling: str = "mean"
-    max_length: int = 512
+    max_length: int = DENSE_MAX_LENGTH
     query_prefix: str = ""
     passage_prefix: str = ""
     device: str = "cpu"
@@ -100,7 +100,8 @@ class HFEncoder:
                show_progress: bool = False) -> np.ndarray:
         """Embed ``texts`` in batches of similar length; rows come back in input order."""
         import torch
-        from tqdm.auto import tqdm
+
+        from ..progress import progress_bar
 
         check_encode_args(self.name, texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -120,7 +121,7 @@ class HFEncoder:
                if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
         starts = range(0, len(order), batch_size)
         with torch.inference_mode(), amp:
-            for s in tqdm(starts, desc=f"encode {kind}s", unit="batch", disable=not show_progress):
+            for s in progress_bar(starts, desc="encode queries" if kind == "query" else "encode passages", unit="batch", show=show_progress):
                 rows = order[s : s + batch_size]
                 width = int(lengths[rows].max())
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -262,14 +263,14 @@ def minilm_dir() -> Path:
 
 
 def load_minilm(size: str = "L6", device: str = "cpu", **kw: Any) -> HFEncoder:
-    """all-MiniLM-L6-v2 (mean pooling, max length 256 from its sentence-transformers config),
-    cut to its first 2, 4 or 6 layers."""
+    """all-MiniLM-L6-v2 (mean pooling, max length 256 from its sentence-transformers config, the
+    same as :data:`DENSE_MAX_LENGTH`), cut to its first 2, 4 or 6 layers."""
     if size not in MINILM_SIZES:
         raise OdqaBenchError(f"unknown minilm size {size!r}; known: {', '.join(MINILM_SIZES)}")
     folder = minilm_dir()
     model, tok = _load_pretrained(folder)
     truncate_layers(model, MINILM_SIZES[size])
-    settings = {"pooling": "mean", "max_length": 256, **_st_settings(folder), **kw}
+    settings = {"pooling": "mean", "max_length": DENSE_MAX_LENGTH, **_st_settings(folder), **kw}
     sha = folder_weights_sha(folder) or state_dict_sha256(model)
     return HFEncoder(name=f"minilm-{size}", model=model, tokenizer=tok, device=device,
                      weights_id=f"minilm:{size}:{sha[:16]}", **settings)
@@ -278,7 +279,8 @@ def load_minilm(size: str = "L6", device: str = "cpu", **kw: Any) -> HFEncoder:
 def load_hf_folder(folder: str | os.PathLike[str], device: str = "cpu", **kw: Any) -> HFEncoder:
     """A saved transformers model folder. A folder holding ``query/`` and ``passage/`` model
     folders is a two-tower bi-encoder (DPR); pooling defaults to the sentence-transformers
-    config when present, else CLS (DPR's choice)."""
+    config when present, else CLS (DPR's choice); so does the max length, else
+    :data:`DENSE_MAX_LENGTH`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise OdqaBenchError(f"encoder path {str(folder)!r} is not a folder")
@@ -287,7 +289,7 @@ def load_hf_folder(folder: str | os.PathLike[str], device: str = "cpu", **kw: An
     model, tok = _load_pretrained(p_dir)
     q_model = _load_pretrained(folder / "query")[0] if two_tower else None
     limit = int(getattr(model.config, "max_position_embeddings", 512))
-    settings = {"pooling": "cls", "max_length": min(512, limit), **_st_settings(p_dir), **kw}
+    settings = {"pooling": "cls", "max_length": min(DENSE_MAX_LENGTH, limit), **_st_settings(p_dir), **kw}
     shas = [folder_weights_sha(p_dir)] + ([folder_weights_sha(folder / "query")] if two_tower else [])
     weights_id = None if None in shas else f"path:{folder.name}:" + "+".join(s[:16] for s in shas if s)
     return HFEncoder(name=f"path-{folder.name}", model=model, tokenizer=tok, device=device,

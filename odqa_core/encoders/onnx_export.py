@@ -45,6 +45,7 @@ import numpy as np
 from ..cache import cache_dir, cache_key
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
+from ..progress import progress_step
 
 __all__ = [
     "OPSET",
@@ -419,24 +420,25 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
     except OSError as exc:
         raise OdqaBenchError(f"cannot write onnx graphs under {folder}: {exc}") from exc
     try:
-        built = work / "model.onnx"
-        info: dict[str, Any] = {"format": _FORMAT, "weights_id": weights_id, "variant": variant, **parts, **_versions()}
-        if variant in ("fp32", "wq8"):
-            log.info("exporting %s to onnx (opset %d)", weights_id, settings.opset)
-            raw = work / "raw.onnx"
-            export_onnx(model, raw, opset=settings.opset)
-            if variant == "fp32":
-                optimize_onnx(raw, built, model)
+        with progress_step(f"building the {variant} ONNX graph of {weights_id} (once, then cached)"):
+            built = work / "model.onnx"
+            info: dict[str, Any] = {"format": _FORMAT, "weights_id": weights_id, "variant": variant, **parts, **_versions()}
+            if variant in ("fp32", "wq8"):
+                log.info("exporting %s to onnx (opset %d)", weights_id, settings.opset)
+                raw = work / "raw.onnx"
+                export_onnx(model, raw, opset=settings.opset)
+                if variant == "fp32":
+                    optimize_onnx(raw, built, model)
+                else:
+                    info["weights"] = compress_weights(raw, built, settings.weight_group)
+                    log.info("weights of %s compressed to int8 (groups of %s): %s", weights_id,
+                             settings.weight_group or "a whole input row", info["weights"])
             else:
-                info["weights"] = compress_weights(raw, built, settings.weight_group)
-                log.info("weights of %s compressed to int8 (groups of %s): %s", weights_id,
-                         settings.weight_group or "a whole input row", info["weights"])
-        else:
-            info.update(_build_int8(model, weights_id, settings, probe, built))
-        os.chmod(built, 0o644)
-        info.update(size=built.stat().st_size, sha256=sha256_file(built))
-        os.replace(built, path)
-        atomic_write_json(meta, info)
+                info.update(_build_int8(model, weights_id, settings, probe, built))
+            os.chmod(built, 0o644)
+            info.update(size=built.stat().st_size, sha256=sha256_file(built))
+            os.replace(built, path)
+            atomic_write_json(meta, info)
     except OSError as exc:
         raise OdqaBenchError(f"cannot write the onnx graph {path}: {exc}") from exc
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OdqaBenchError
-from .base import Encoder, Kind
+from .base import DENSE_MAX_LENGTH, Encoder, Kind
 
 __all__ = ["FAMILIES", "DEFAULT_SIZE", "FunctionEncoder", "get_encoder", "encoder_families"]
 
@@ -57,7 +57,8 @@ def get_encoder(family: str, size: str | None = None, device: str = "cpu", backe
                 **kw: Any) -> Encoder:
     """Build an encoder. Options in ``kw`` (``max_length``, ``pooling``, ``query_prefix``,
     ``passage_prefix``, ``autocast_dtype``, ``sort_by_length``; ``seed``/``hidden`` for tiny)
-    override the family's defaults. ``backend`` (``auto``, ``torch-fp32``, ``openvino-int8``...)
+    override the family's defaults (``max_length``: :data:`DENSE_MAX_LENGTH` for every dense family
+    but the random ``tiny`` test encoder). ``backend`` (``auto``, ``torch-fp32``, ``openvino-int8``...)
     wraps a transformers encoder for inference; None keeps the trainable torch model."""
     enc = _build(family, size, device, **kw)
     if backend is None or not hasattr(enc, "model"):  # use-m is numpy-only: nothing to wrap
@@ -116,7 +117,7 @@ def _e5(size: str, device: str, **kw: Any) -> Encoder:
 
     n = int(size[1:])
     model, tok = load_e5(num_layers=n)
-    settings = {"pooling": "mean", "max_length": 512, "query_prefix": E5_PREFIXES[0],
+    settings = {"pooling": "mean", "max_length": DENSE_MAX_LENGTH, "query_prefix": E5_PREFIXES[0],
                 "passage_prefix": E5_PREFIXES[1], **kw}
     return HFEncoder(name=f"e5-small-{size}", model=model, tokenizer=tok, device=device,
                      weights_id=e5_fingerprint(n), **settings)

@@ -19,7 +19,6 @@ from ..data.types import Corpus
 from ..encoders.base import Encoder
 from ..errors import OdqaBenchError
 from ..text.cache import texts_sha256
-from .base import register
 from .run import tie_keys
 
 __all__ = ["DenseRetriever", "INDEX_TYPES", "TEXT_FIELDS", "build_faiss_index", "sort_rows", "dense"]
@@ -270,7 +269,6 @@ class DenseRetriever:
         return self.score_embeddings(self.embed_queries(queries), doc_indices)
 
 
-@register("dense")
 def dense(model: str = "minilm", size: str | None = None, index: str = "flat", device: str = "cpu",
           max_length: int | None = None, batch_size: int = 64, text: str = "joined", M: int = 32,
           ef_construction: int = 200, ef_search: int = 128, nlist: int | None = None, nprobe: int = 16,
@@ -278,6 +276,7 @@ def dense(model: str = "minilm", size: str | None = None, index: str = "flat", d
           encoder: Encoder | None = None, **encoder_options: Any) -> DenseRetriever:
     """Build the ``dense`` retriever: ``model``/``size`` pick the encoder (or pass ``encoder``),
     ``index`` the FAISS index; other options go to the encoder (``pooling``, prefixes...).
+    ``max_length`` None keeps the family's default (256 tokens, as in every results table).
     ``backend`` runs the encoder (``auto``: OpenVINO int8 on the CPU, which keeps rankings within
     0.005 of ``torch-fp32``, the reference; see :mod:`odqa_core.encoders.backends`)."""
     if index not in INDEX_TYPES:

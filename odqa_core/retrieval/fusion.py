@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.types import Corpus
 from ..errors import OdqaBenchError
-from .base import Retriever, get_retriever, register
+from .base import Retriever, get_retriever
 from .dense import DenseRetriever, dense, sort_rows
 from .run import Run, tie_keys, topk
 
@@ -210,7 +210,6 @@ def _parts(sparse: str, tokenizer: str, k1: float | None, b: float | None, dense
     return dn, sp
 
 
-@register("hybrid")
 def hybrid(lam: float = 1.1, norm: str = "minmax", method: str = "scores", sparse: str = "bm25",
            tokenizer: str = "regex", k1: float | None = None, b: float | None = None, dense_model: str = "minilm",
            size: str | None = None, index: str = "flat", device: str = "cpu", batch_size: int = 64,
@@ -227,7 +226,6 @@ def hybrid(lam: float = 1.1, norm: str = "minmax", method: str = "scores", spars
                   name="hybrid-rrf" if method == "rrf" else "hybrid")
 
 
-@register("hybrid-rrf")
 def hybrid_rrf(k_rrf: int = 60, depth: int = 1000, **params: Any) -> Hybrid:
     """``hybrid`` with ``method='rrf'``."""
     if "method" in params:
@@ -235,7 +233,6 @@ def hybrid_rrf(k_rrf: int = 60, depth: int = 1000, **params: Any) -> Hybrid:
     return hybrid(method="rrf", k_rrf=k_rrf, depth=depth, **params)
 
 
-@register("sequential")
 def sequential(depth: int = 100, sparse: str = "bm25", tokenizer: str = "regex", k1: float | None = None,
                b: float | None = None, dense_model: str = "minilm", size: str | None = None, device: str = "cpu",
                batch_size: int = 64, max_length: int | None = None, encoder: Any = None,

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from ..data.types import Corpus
 from ..errors import OdqaBenchError
-from .base import get_retriever, register
+from .base import get_retriever
 from .run import tie_keys, topk
 from .sparse import _Lexical
 
@@ -286,5 +286,3 @@ class RayShards:
                 raise
         return out
 
-
-register("ray")(RayShards)

@@ -15,7 +15,6 @@ import scipy.sparse as sp
 from ..data.types import Corpus
 from ..errors import OdqaBenchError
 from ..text import get_tokenizer, tokenize_cached
-from .base import register
 from .run import tie_keys, topk
 
 __all__ = ["BM25", "TfIdf", "RankBM25", "QueryTerms", "build_counts", "query_terms", "BM25_VARIANTS"]
@@ -278,7 +277,3 @@ class RankBM25:
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return topk(self.score_all(queries), k, self._ties, positive_only=True)
 
-
-register("bm25")(BM25)
-register("tfidf")(TfIdf)
-register("bm25-rank")(RankBM25)

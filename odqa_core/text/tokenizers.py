@@ -128,9 +128,9 @@ class KiwiTokenizer:
         keep = self._keep
         results = self._kiwi.tokenize(list(texts))  # type: ignore[attr-defined]
         if len(texts) >= 2000:  # tens of thousands of passages take minutes: show progress
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            results = tqdm(results, total=len(texts), desc="kiwi", unit="text", mininterval=2.0)
+            results = progress_bar(results, total=len(texts), desc="kiwi", unit="text", mininterval=2.0)
         out = []
         for toks, text in zip(results, texts):
             words = [tok.form.lower() for tok in toks if keep(tok.tag)]

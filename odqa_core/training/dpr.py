@@ -22,7 +22,7 @@ from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
-from ..retrieval import get_retriever, register
+from ..retrieval import get_retriever
 from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
 from .loop import (
     BaseModel,
@@ -320,7 +320,6 @@ class DPRRetriever:
         return self._dense.search(queries, k)
 
 
-@register("dpr")
 def dpr_retriever(dataset: Dataset | None = None, fold: int = 1, n_folds: int = 5, fold_seed: int = 0,
                   base: str = "minilm", size: str | None = None, lora_r: int | None = None, steps: int | None = None,
                   epochs: int = 1, index: str = "flat", dense: dict[str, Any] | None = None, **train: Any) -> DPRRetriever:

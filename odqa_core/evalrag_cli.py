@@ -137,6 +137,7 @@ def _retrieval_predictions(args: argparse.Namespace, questions: list[str]) -> li
 
 
 def _e2e_predictions(args: argparse.Namespace, questions: list[str]) -> list[str]:
+    from .progress import progress_enabled
     from .reader import load_reader
 
     if not args.reader:
@@ -148,7 +149,7 @@ def _e2e_predictions(args: argparse.Namespace, questions: list[str]) -> list[str
     idx, sc = _search(args, corpus, questions)
     passages = [[corpus.texts[j] for j in row if j >= 0] for row in idx]
     scores = [[float(s) for j, s in zip(r, srow) if j >= 0] for r, srow in zip(idx, sc)]
-    preds = reader.predict(questions, passages, scores, args.weight, show_progress=sys.stderr.isatty())
+    preds = reader.predict(questions, passages, scores, args.weight, show_progress=progress_enabled())
     return [_one_line(p.text) for p in preds]
 
 

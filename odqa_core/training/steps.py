@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..perfstats import torch_threads
+from ..progress import progress_enabled
 from .checkpoint import load_train_state, save_train_state
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def train_steps(model: Any, n_items: int, loss_of: Callable[[np.ndarray], torch.
             epochs[epoch] = epoch_batches(n_items, schedule.batch_size, schedule.seed, epoch, lengths)
         return epochs[epoch][pos]
 
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress_enabled() if progress is None else progress
     model.train()
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not show, leave=False)
     step = start

@@ -6,7 +6,7 @@ read on its held-out questions.
 - ``test_reader`` (``<retriever>/<dataset>/k=<k>/fold=<f>``): end to end, the top-k passages of
   a retriever read once at the deepest k, each k choosing its answer among its first k;
   ``answer_hit@k`` (an answer string is in the top k) is recorded beside, ungated;
-- ``test_reading_speed`` (perf): questions per second end to end at k=5, recorded as info.
+- ``benchmarks/perf/test_reading_speed.py``: questions per second end to end at k=5.
 
 Profiles (``odqa_core.reader.train.PROFILES``):
 - quick: a tiny random BERT trained 24 steps on ``default`` (fold 1 of 2), read through bm25 and
@@ -20,7 +20,6 @@ korquad-dev folds' readers on the same held-out questions.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -36,7 +35,6 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 KS = (1, 5, 10, 20)
-SPEED_K = 5
 HYBRID = {"tokenizer": "kiwi", "dense_model": "e5-small", "size": "L12", "max_length": 256}
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                              reason="CUDA not available: torch.cuda.is_available() is False")
@@ -74,8 +72,6 @@ def _retriever_id(setup: Setup, retriever: str) -> str:
 GOLD_CELLS = [pytest.param(s, f, id=f"{s.profile}/{s.train_on}/fold={f}", marks=s.marks) for s in SETUPS for f in s.folds]
 CELLS = [pytest.param(s, d, r, f, k, id=f"{s.profile}/{_retriever_id(s, r)}/{d}/k={k}/fold={f}", marks=s.marks)
          for s in SETUPS for d, r in s.read for f in s.folds for k in KS]
-SPEED_CELLS = [pytest.param(s, id=f"{s.profile}/{_retriever_id(s, 'bm25')}/{s.train_on}/k={SPEED_K}",
-                            marks=s.marks + (pytest.mark.perf,)) for s in SETUPS]
 
 
 @cache
@@ -162,23 +158,3 @@ def test_reader(setup, dataset, retriever, fold, k, odqa_record):
         assert p.passage_index < k, (q, p)
         j = run.indices[pos[q], p.passage_index]
         assert p.text == ds.corpus.texts[j][p.start_char : p.end_char]
-
-
-@pytest.mark.parametrize("setup", SPEED_CELLS)
-def test_reading_speed(setup, odqa_record):
-    """Questions per second, end to end at k=5 (bm25 search and reading), fold 1's reader."""
-    from odqa_core.e2e import run_e2e
-    from odqa_core.retrieval import get_retriever
-
-    ds = cached_dataset(setup.train_on)
-    reader = _reader(setup, 1)
-    qids = _held_out(setup, setup.train_on, 1)[:200]
-    retriever = get_retriever("bm25", tokenizer=setup.tokenizer).index(ds.corpus)
-    run_e2e(ds, retriever, reader, SPEED_K, "auto", query_ids=qids[:4], gold_baseline=False)  # warm-up
-    t0 = time.perf_counter()
-    res = run_e2e(ds, retriever, reader, SPEED_K, "auto", query_ids=qids, gold_baseline=False)
-    seconds = time.perf_counter() - t0
-    odqa_record.dataset(ds)
-    odqa_record("questions_per_s", len(qids) / seconds, kind="info", device=setup.device,
-                threads=reader.threads or torch.get_num_threads(), questions=len(qids))
-    assert len(res["predictions"]) == len(qids)

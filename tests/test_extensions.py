@@ -218,3 +218,13 @@ def test_a_loader_must_return_a_valid_dataset(clean_datasets: None) -> None:
     register_dataset("empty", lambda: empty)
     with pytest.raises(OdqaBenchError, match="no queries"):
         load_dataset("empty")
+
+
+def test_a_factory_refusing_its_arguments_is_one_line(tmp_path: Path) -> None:
+    mod = tmp_path / "refuser.py"
+    mod.write_text('from odqa_core.retrieval import register\n\n\n@register("refuser")\n'
+                   'def make(width: int = 3):\n    raise ValueError(f"width {width} is not supported")\n',
+                   encoding="utf-8")
+    out = _cli("run", "--import", str(mod), "--retriever", "refuser", "--dataset", "default", cwd=tmp_path)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "width 3 is not supported" in lines[0], out.stderr

@@ -175,7 +175,7 @@ def get_retriever(name: str, **params: Any) -> Retriever:
     check_params(name, factory, params, _resolve)
     try:
         return factory(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # a factory refusing its arguments, built-in or installed
         raise OdqaBenchError(f"retriever {name!r}: bad parameters ({exc})") from None
 
 

@@ -15,8 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from ..cache import cache_dir
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
 from ..progress import progress_step
+from .models import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import BertModel, PreTrainedTokenizerFast
@@ -454,20 +454,6 @@ def _source_sha(path: Path) -> str:
     return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
 
 
-@contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """Silence transformers' per-file progress bars while saving/loading the cached model."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _model_dir(sha: str) -> Path:
     return cache_dir() / "models" / f"e5-small-{sha[:16]}"
 
@@ -484,7 +470,7 @@ def _load_cached(target: Path, sha: str) -> tuple[BertModel, PreTrainedTokenizer
     for name, size in marker["files"].items():
         if (target / name).stat().st_size != size:
             raise ValueError(f"{name} has the wrong size")
-    with _quiet_progress():
+    with quiet_transformers():
         model, info = BertModel.from_pretrained(target, add_pooling_layer=False, output_loading_info=True)
     bad = [k for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs") if info.get(k)]
     if bad:
@@ -505,7 +491,7 @@ def _convert_into(target: Path, src: Path, sha: str) -> tuple[BertModel, PreTrai
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        with _quiet_progress():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}

@@ -19,11 +19,11 @@ import numpy as np
 from ..errors import OdqaBenchError
 from ..io import sha256_file
 from .base import DENSE_MAX_LENGTH, Kind, check_encode_args
-from .batching import pool_torch
+from .batching import POOLINGS, pool_torch
+from .models import quiet_transformers
 
 __all__ = [
     "HFEncoder",
-    "POOLINGS",
     "minilm_dir",
     "load_minilm",
     "load_hf_folder",
@@ -36,7 +36,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
 MINILM_SIZES = {"L2": 2, "L4": 4, "L6": 6}
 _AUTOCAST = ("float16", "bfloat16")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -221,26 +220,12 @@ def _st_settings(folder: Path) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet_loading() -> Any:
-    """No per-tensor "Loading weights" bar for a model read from local disk in a second."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def _load_pretrained(folder: Path) -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        with _quiet_loading():
+        with quiet_transformers():
             model = AutoModel.from_pretrained(str(folder), local_files_only=True)
             tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
     except (OSError, ValueError) as exc:

@@ -223,19 +223,14 @@ class ExtractiveReader:
 
     def logits(self, win: Windows, show_progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """(start, end) logits of every window, trimmed to its length (``threads``: CPU threads)."""
-        import torch
+        from ..perfstats import torch_threads
 
         out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(win.input_ids)
         order = sorted(range(len(win.input_ids)), key=lambda w: -len(win.input_ids[w]))
         pad = self.tokenizer.pad_token_id or 0
         self.model.eval()
-        threads = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             self._forward(win, order, pad, out, show_progress)
-        finally:
-            torch.set_num_threads(threads)
         return out
 
     def _forward(self, win: Windows, order: list[int], pad: int, out: list[tuple[np.ndarray, np.ndarray]],
@@ -309,7 +304,7 @@ class ExtractiveReader:
 
     def save(self, folder: str | os.PathLike[str], info: dict[str, Any] | None = None) -> Path:
         """Write the model, tokenizer and decoding settings as a loadable folder."""
-        from ..training.loop import quiet_transformers
+        from ..encoders.models import quiet_transformers
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -361,7 +356,7 @@ def load_reader(folder: str | os.PathLike[str], device: str = "cpu", **overrides
     from transformers import AutoTokenizer, BertForQuestionAnswering, PreTrainedTokenizerFast
 
     from ..encoders.minilm import folder_weights_sha
-    from ..training.loop import quiet_transformers
+    from ..encoders.models import quiet_transformers
 
     folder = Path(folder)
     info_path = folder / READER_INFO

@@ -20,6 +20,8 @@ from typing import Any
 from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
+from ..encoders.batching import POOLINGS
+from ..encoders.models import quiet_transformers
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever
@@ -30,7 +32,6 @@ from .loop import (
     contrastive_loss,
     embed,
     load_base,
-    quiet_transformers,
     resolve_size,
     saved_prompts,
     trainable_parameters,
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 INFO_FILE = "odqa_dpr.json"
-POOLINGS = ("mean", "cls")
 _NOT_IN_KEY = {"save_every"}  # settings that never change the trained weights
 
 

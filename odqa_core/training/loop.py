@@ -2,24 +2,23 @@
 embeddings with gradients, and the in-batch contrastive loss. The step loop is in ``steps``."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..encoders.models import quiet_transformers
 from ..errors import OdqaBenchError
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["BaseModel", "load_base", "base_fingerprint", "embed", "encode", "contrastive_loss",
-           "trainable_parameters", "quiet_transformers", "resolve_size", "saved_prompts"]
+           "trainable_parameters", "resolve_size", "saved_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +88,6 @@ def base_fingerprint(base: str, size: str | None = None, seed: int = 0) -> str:
     if sha is None:
         raise OdqaBenchError(f"base {base!r}: {folder} has no model.safetensors or pytorch_model.bin")
     return f"path:{sha[:16]}:{cfg}"
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' load/save progress bars and load reports for the block."""
-    from transformers.utils import logging as hf_logging
-
-    before, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(before)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_base(base: str, size: str | None = None, seed: int = 0) -> BaseModel:

@@ -13,15 +13,17 @@ Quick profile: ``default`` (alpha 0.2 only), korquad-dev (Kiwi tokens, whole cor
 korquad-open (regex tokens, depth 1000) and SciFact (Lucene-English tokens, whole corpus ranked),
 bm25 and tfidf; the score-threshold variant (``score_*`` metrics) on korquad-dev and SciFact,
 whose runs hold every passage a threshold can keep. Answer sets (TRAQ: ``alpha_ret + alpha_read``) run end to
-end with the quick reader of ``benchmarks/test_reader.py`` on its held-out questions. Full
-profile (marker ``full``): korquad-open with Kiwi tokens (minutes to tokenise cold).
+end with the readers of ``benchmarks/test_reader.py`` on their held-out questions: the quick
+reader on ``default``; in the full profile the five korquad-dev fold readers, each on a seeded
+100-question sample of its fold (alpha 0.1 and 0.2). Full profile (marker ``full``): also
+korquad-open with Kiwi tokens (minutes to tokenise cold).
 ``test_conformal_table`` checks the aggregated table and, with ``--odqa-report DIR``, writes
 ``DIR/conformal{,_folds}.csv`` and ``DIR/conformal.md``.
 """
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -238,26 +240,47 @@ def test_conformal(retriever, setup, alpha, cal, odqa_record, odqa_dataset):
             f"(threshold {sv.param:.4f})")
 
 
-# --- answer sets with the quick reader ----------------------------------------------------------
+# --- answer sets with a trained reader -----------------------------------------------------------
 
-# the reader benchmarks/test_reader.py trains in the quick profile (cached checkpoint): fold 1 of
-# 2 on the embedded sample, so its held-out questions are fold 1's test side
-READER_DATASET, READER_FOLDS, READER_FOLD = "default", 2, 1
 ANSWER_RETRIEVER, ANSWER_TOKENIZER = "bm25", "kiwi"
 ANSWER_SPLITS = 2
-ANSWER_ALPHAS = ((0.2, 0.1), (0.3, 0.15))  # (alpha, alpha_ret); alpha_read = alpha - alpha_ret
-LANG = "ko"  # the embedded sample is Korean: KorQuAD answer normalisation
+
+
+@dataclass(frozen=True)
+class AnswerSetup:
+    """Answer sets (TRAQ) over the questions a reader profile holds out: each fold's reader
+    (``benchmarks/test_reader.py`` trains and caches them) reads its own held-out questions,
+    pooled over ``folds`` and split in two by article for calibration."""
+
+    profile: str
+    dataset: str
+    n_folds: int
+    folds: tuple[int, ...]
+    alphas: tuple[tuple[float, float], ...]  # (alpha, alpha_ret); alpha_read = alpha - alpha_ret
+    lang: str = "ko"
+    sample: int | None = None                 # held-out questions per fold (None: all)
+    marks: tuple = field(default=(), compare=False)
+
+
+ANSWER_SETUPS = (
+    # the quick reader: fold 1 of 2 on the embedded (Korean) sample
+    AnswerSetup("quick", "default", 2, (1,), ((0.2, 0.1), (0.3, 0.15))),
+    # the full profile's e5-small readers, each reading a seeded sample of its fold's questions
+    AnswerSetup("full", "korquad-dev", 5, (1, 2, 3, 4, 5), ((0.1, 0.05), (0.2, 0.1)), sample=100,
+                marks=(pytest.mark.full, pytest.mark.realdata)),
+)
 
 ANSWER_CELLS = [
-    pytest.param(a, ar, cal, id=f"{ANSWER_RETRIEVER}-{ANSWER_TOKENIZER}/{READER_DATASET}/alpha={a}/cal={cal}")
-    for a, ar in ANSWER_ALPHAS for cal in range(1, ANSWER_SPLITS + 1)
+    pytest.param(s, a, ar, cal, id=f"{ANSWER_RETRIEVER}-{ANSWER_TOKENIZER}/{s.dataset}/alpha={a}/cal={cal}",
+                 marks=s.marks)
+    for s in ANSWER_SETUPS for a, ar in s.alphas for cal in range(1, ANSWER_SPLITS + 1)
 ]
 
 
 @dataclass(frozen=True)
 class AnswerInputs:
     """The held-out questions split in two (by article), the run, and every run row's reader
-    candidates for its top ``depth`` passages (empty rows for questions the reader trained on)."""
+    candidates for its top ``depth`` passages (empty rows for questions the readers trained on)."""
 
     dataset: Dataset
     run: Run
@@ -270,28 +293,37 @@ def _answer_split(splits: list[list[str]], cal: int) -> tuple[list[str], list[st
     return splits[cal - 1], [q for i, s in enumerate(splits, 1) if i != cal for q in s]
 
 
+def _fold_questions(setup: AnswerSetup, ds: Dataset, fold: Fold) -> list[str]:
+    held = [q for q in fold.test_query_ids if ds.answers.get(q)]
+    if setup.sample is None or setup.sample >= len(held):
+        return held
+    pick = np.random.default_rng([SEED, fold.index]).choice(len(held), setup.sample, replace=False)
+    return [held[i] for i in sorted(pick)]
+
+
 @cache
-def _answer_inputs() -> AnswerInputs:
+def _answer_inputs(setup: AnswerSetup) -> AnswerInputs:
     from odqa_core.reader.train import PROFILES, trained_reader
 
-    ds = cached_dataset(READER_DATASET)
-    fold = get_fold(ds, READER_FOLD, READER_FOLDS, SEED)
-    config = PROFILES["quick"]
-    reader = trained_reader(ds, fold, config, threads=config.threads)
-    held = [q for q in fold.test_query_ids if ds.answers.get(q)]
+    ds = cached_dataset(setup.dataset)
+    config = PROFILES[setup.profile]
+    folds = [get_fold(ds, f, setup.n_folds, SEED) for f in setup.folds]
+    by_fold = [_fold_questions(setup, ds, f) for f in folds]
+    held = [q for qs in by_fold for q in qs]
     splits = [f.test_query_ids for f in kfold_by_group(ds.subset_queries(held), ANSWER_SPLITS, SEED)]
-    run = cached_run(ANSWER_RETRIEVER, ANSWER_TOKENIZER, READER_DATASET)
+    run = cached_run(ANSWER_RETRIEVER, ANSWER_TOKENIZER, setup.dataset)
     ranks = gold_ranks(run, ds.qrels)
     pos = {q: i for i, q in enumerate(run.query_ids)}
     ks = [calibrate_k(ranks[[pos[q] for q in _answer_split(splits, c)[0]]], ar)
-          for _, ar in ANSWER_ALPHAS for c in range(1, ANSWER_SPLITS + 1)]
+          for _, ar in setup.alphas for c in range(1, ANSWER_SPLITS + 1)]
     depth = max([k for k in ks if k is not None], default=1)
     qpos = {q: i for i, q in enumerate(ds.query_ids)}
-    passages = [[ds.corpus.texts[j] for j in run.indices[pos[q], :depth] if j >= 0] for q in held]
-    read = reader_candidates(reader, [ds.query_texts[qpos[q]] for q in held], passages)
     candidates: list[list[list[tuple[str, float]]]] = [[] for _ in run.query_ids]
-    for q, row in zip(held, read):
-        candidates[pos[q]] = row
+    for fold, qids in zip(folds, by_fold):
+        reader = trained_reader(ds, fold, config, device=config.device, threads=config.threads)
+        passages = [[ds.corpus.texts[j] for j in run.indices[pos[q], :depth] if j >= 0] for q in qids]
+        for q, row in zip(qids, reader_candidates(reader, [ds.query_texts[qpos[q]] for q in qids], passages)):
+            candidates[pos[q]] = row
     return AnswerInputs(ds, run, splits, candidates, depth)
 
 
@@ -310,31 +342,31 @@ class AnswerCell:
 
 
 @cache
-def answer_cell(alpha: float, alpha_ret: float, cal: int) -> AnswerCell:
+def answer_cell(setup: AnswerSetup, alpha: float, alpha_ret: float, cal: int) -> AnswerCell:
     """TRAQ answer sets: k at ``alpha_ret``, then the reader threshold at ``alpha - alpha_ret``."""
-    inp = _answer_inputs()
+    inp = _answer_inputs(setup)
     ds, run = inp.dataset, inp.run
     cal_q, test_q = _answer_split(inp.splits, cal)
-    c = calibrate_answers(run, ds.qrels, inp.candidates, ds.answers, cal_q, alpha, alpha_ret, LANG)
+    c = calibrate_answers(run, ds.qrels, inp.candidates, ds.answers, cal_q, alpha, alpha_ret, setup.lang)
     if c.k is None or not np.isfinite(c.threshold):
         pytest.fail(f"answer sets not calibrated on split {cal}: k={c.k}, reader threshold {c.threshold} "
                     f"({c.n_read_cal} of {c.n_cal} calibration golds within k)")
     if c.k > inp.depth:
         pytest.fail(f"calibrated k={c.k} is deeper than the {inp.depth} passages read")
-    hits, sizes = answer_outcomes(run, inp.candidates, ds.answers, c, test_q, LANG)
-    cal_hits, _ = answer_outcomes(run, inp.candidates, ds.answers, c, cal_q, LANG)
+    hits, sizes = answer_outcomes(run, inp.candidates, ds.answers, c, test_q, setup.lang)
+    cal_hits, _ = answer_outcomes(run, inp.candidates, ds.answers, c, cal_q, setup.lang)
     everything = np.array([len(s) for s in answer_sets(run, inp.candidates, c.k, float("-inf"), test_q)])
-    slack = _slack(READER_DATASET, alpha, len(cal_q), len(test_q), np.concatenate([cal_hits, hits]), cal_q + test_q)
+    slack = _slack(setup.dataset, alpha, len(cal_q), len(test_q), np.concatenate([cal_hits, hits]), cal_q + test_q)
     return AnswerCell(c, cal_q, test_q, hits, sizes, everything, slack)
 
 
-@pytest.mark.parametrize("alpha,alpha_ret,cal", ANSWER_CELLS)
-def test_answer_conformal(alpha, alpha_ret, cal, odqa_record):
+@pytest.mark.parametrize("setup,alpha,alpha_ret,cal", ANSWER_CELLS)
+def test_answer_conformal(setup, alpha, alpha_ret, cal, odqa_record):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    res = answer_cell(alpha, alpha_ret, cal)
+    res = answer_cell(setup, alpha, alpha_ret, cal)
     c = res.calibration
-    odqa_record.dataset(_answer_inputs().dataset)
+    odqa_record.dataset(_answer_inputs(setup).dataset)
     cov = odqa_record("coverage", per_query=res.hits, query_ids=res.test_q, alpha=alpha, alpha_ret=alpha_ret,
                       n_cal=len(res.cal_q), n_read_cal=c.n_read_cal, cal=cal, slack=round(res.slack, 6))
     odqa_record("set_size", per_query=res.sizes, query_ids=res.test_q, higher_is_better=False)
@@ -379,23 +411,26 @@ def _table_rows(profile: str) -> tuple[list[FoldRow], list[str]]:
     return rows, missing
 
 
-def _answer_rows() -> list[FoldRow]:
+def _answer_rows(profile: str) -> list[FoldRow]:
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         return []
     rows = []
-    for a, ar in ANSWER_ALPHAS:
-        for cal in range(1, ANSWER_SPLITS + 1):
-            res = answer_cell(a, ar, cal)
-            rows.append(FoldRow("answer", f"{ANSWER_RETRIEVER}-{ANSWER_TOKENIZER}+reader", READER_DATASET, a, cal,
-                                float(res.hits.mean()), float(res.sizes.mean()), float(res.calibration.k or 0),
-                                len(res.cal_q), len(res.test_q), res.slack))
+    for s in ANSWER_SETUPS:
+        if s.profile != "quick" and s.profile != profile:
+            continue
+        for a, ar in s.alphas:
+            for cal in range(1, ANSWER_SPLITS + 1):
+                res = answer_cell(s, a, ar, cal)
+                rows.append(FoldRow("answer", f"{ANSWER_RETRIEVER}-{ANSWER_TOKENIZER}+reader", s.dataset, a, cal,
+                                    float(res.hits.mean()), float(res.sizes.mean()), float(res.calibration.k or 0),
+                                    len(res.cal_q), len(res.test_q), res.slack))
     return rows
 
 
 @pytest.mark.parametrize("profile", ["quick", pytest.param("full", marks=pytest.mark.full)])
 def test_conformal_table(profile: str, odqa_report_dir: Path | None) -> None:
     rows, missing = _table_rows(profile)
-    rows += _answer_rows()
+    rows += _answer_rows(profile)
     summary = summary_frame(rows)
     expected = sum(len(s.alphas) * len(RETRIEVERS) * (2 if s.score_variant else 1) for s in SETUPS
                    if (profile == "full" or not s.full) and s.dataset not in missing)

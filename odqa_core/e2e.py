@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .metrics import answer_hits, best_over_golds
 from .reader.extractive import ExtractiveReader, Prediction, choose
 from .retrieval import Run, retrieve
 
-__all__ = ["LANGS", "read_gold_passages", "run_e2e", "run_e2e_sweep", "score_predictions"]
+__all__ = ["LANGS", "read_gold_passages", "read_runs", "run_e2e", "run_e2e_sweep", "score_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,54 @@ def read_gold_passages(dataset: Dataset, reader: ExtractiveReader, query_ids: Se
     return em, f1, preds
 
 
+PairKey = tuple[str, str]  # (query id, passage text)
+
+
+def read_runs(reader: ExtractiveReader, jobs: Sequence[tuple[Dataset, Run]], query_ids: Sequence[str], depth: int,
+              show_progress: bool = False) -> dict[PairKey, Prediction]:
+    """Read each distinct (query, passage) pair in the top ``depth`` of every (dataset, run) once.
+
+    Runs over one question set share most passages (bm25 and hybrid, a corpus and its superset),
+    so cells read them once; the pairs are read in one fixed order (queries, then jobs, then
+    rank), so an answer never depends on which cells ran. :func:`run_e2e_sweep` takes the result
+    as ``candidates``."""
+    pairs: dict[PairKey, str] = {}
+    for q in query_ids:
+        for ds, run in jobs:
+            pos = {x: i for i, x in enumerate(run.query_ids)}
+            if q not in pos:
+                raise OdqaBenchError(f"{ds.name}: query {q!r} is not in the run {run.name!r}")
+            qpos = {x: i for i, x in enumerate(ds.query_ids)}
+            for j in run.indices[pos[q], :depth]:
+                if j >= 0:
+                    pairs.setdefault((q, ds.corpus.texts[j]), ds.query_texts[qpos[q]])
+    keys = list(pairs)
+    read = reader.predict_passages([pairs[k] for k in keys], [[k[1]] for k in keys], show_progress)
+    return {k: r[0] for k, r in zip(keys, read)}
+
+
+def _pick(candidates: Mapping[PairKey, Prediction], qids: Sequence[str],
+          passages: Sequence[Sequence[str]]) -> list[list[Prediction]]:
+    """Each question's candidates from pairs read by :func:`read_runs`, indexed by rank."""
+    out = []
+    for q, ps in zip(qids, passages):
+        row = []
+        for p, text in enumerate(ps):
+            c = candidates.get((q, text))
+            if c is None:
+                raise OdqaBenchError(f"query {q!r}: passage at rank {p + 1} was not read (candidates cover another run)")
+            row.append(replace(c, passage_index=p) if c.passage_index >= 0 else c)
+        out.append(row)
+    return out
+
+
 def run_e2e_sweep(dataset: Dataset, retriever: Any, reader: ExtractiveReader, ks: Sequence[int], lang: str,
                   weight: float = 0.0, *, query_ids: Sequence[str] | None = None, gold_baseline: bool = True,
-                  show_progress: bool = False) -> dict[int, dict[str, Any]]:
+                  show_progress: bool = False,
+                  candidates: Mapping[PairKey, Prediction] | None = None) -> dict[int, dict[str, Any]]:
     """:func:`run_e2e` for several k at once: the reader reads the top ``max(ks)`` passages once
-    and each k picks its answer among the first k of them."""
+    and each k picks its answer among the first k of them (``candidates``: pairs already read
+    by :func:`read_runs`)."""
     if lang not in LANGS:
         raise OdqaBenchError(f"unknown lang {lang!r}; choose {' or '.join(LANGS)}")
     ks = sorted({int(k) for k in ks})
@@ -94,7 +138,10 @@ def run_e2e_sweep(dataset: Dataset, retriever: Any, reader: ExtractiveReader, ks
     depth = ks[-1]
     passages = [[texts[j] for j in run.indices[i, :depth] if j >= 0] for i in range(len(qids))]
     rscores = [[float(s) for j, s in zip(run.indices[i, :depth], run.scores[i, :depth]) if j >= 0] for i in range(len(qids))]
-    cands = reader.predict_passages(ds.query_texts, passages, show_progress)
+    if candidates is None:
+        cands = reader.predict_passages(ds.query_texts, passages, show_progress)
+    else:
+        cands = _pick(candidates, qids, passages)
     golds = [ds.answers.get(q, []) for q in qids]
     hits = answer_hits(run, texts, ds.answers)
     gold_em = gold_f1 = None

@@ -374,6 +374,32 @@ def test_run_e2e_with_an_oracle_reader_matches_answer_presence():
         run_e2e(ds, bm25, oracle, 1, "fr")
 
 
+def test_pairs_read_once_give_the_same_answers_as_reading_each_run():
+    from odqa_core.e2e import read_runs, run_e2e_sweep
+    from odqa_core.retrieval import get_retriever, retrieve
+
+    ds = load_dataset("default")
+    oracle = OracleReader({t: ds.answers[q] for q, t in zip(ds.query_ids, ds.query_texts)})
+    calls = []
+    read_all = oracle.predict_passages
+    oracle.predict_passages = lambda qs, ps, show_progress=False: calls.append(sum(map(len, ps))) or read_all(qs, ps)
+    runs = [retrieve(get_retriever(name, tokenizer="regex").index(ds.corpus), ds, 5) for name in ("bm25", "tfidf")]
+    qids = [q for q in ds.query_ids if ds.answers.get(q)]
+    read = read_runs(oracle, [(ds, r) for r in runs], qids, 5)
+    distinct = {(q, ds.corpus.texts[j]) for r in runs for q, row in zip(r.query_ids, r.indices) for j in row if j >= 0}
+    assert calls == [len(distinct)] == [len(read)]  # one read of each distinct pair
+    assert len(read) < sum(int((r.indices >= 0).sum()) for r in runs)  # the runs share passages
+    for r in runs:
+        direct = run_e2e_sweep(ds, r, oracle, [1, 5], "ko", query_ids=qids, gold_baseline=False)
+        shared = run_e2e_sweep(ds, r, oracle, [1, 5], "ko", query_ids=qids, gold_baseline=False, candidates=read)
+        for k in (1, 5):
+            assert np.array_equal(direct[k]["em"], shared[k]["em"]) and np.array_equal(direct[k]["f1"], shared[k]["f1"])
+            assert [p.passage_index for p in direct[k]["predictions"]] == [p.passage_index for p in shared[k]["predictions"]]
+    deeper = retrieve(get_retriever("bm25", tokenizer="regex").index(ds.corpus), ds, 10)
+    with pytest.raises(OdqaBenchError, match="was not read"):
+        run_e2e_sweep(ds, deeper, oracle, [10], "ko", query_ids=qids, gold_baseline=False, candidates=read)
+
+
 def test_run_e2e_with_the_tiny_reader():
     from odqa_core.e2e import run_e2e
     from odqa_core.retrieval import get_retriever, retrieve

@@ -19,7 +19,8 @@ pytest.importorskip("transformers")
 
 from odqa_core.encoders import backends, onnx_export  # noqa: E402
 from odqa_core.encoders.backends import BACKENDS, wrap_backend  # noqa: E402
-from odqa_core.encoders.minilm import HFEncoder, tiny_bert  # noqa: E402
+from odqa_core.encoders.minilm import HFEncoder  # noqa: E402
+from odqa_core.encoders.tiny import tiny_bert  # noqa: E402
 
 needs_onnx = pytest.mark.skipif(not backends._onnx_available(), reason="onnx / onnxruntime not installed")
 needs_openvino = pytest.mark.skipif(not backends._openvino_available(), reason="openvino / onnx not installed")

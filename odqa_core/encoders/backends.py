@@ -170,7 +170,7 @@ def resolve_backend(name: str, device: str = "cpu") -> str:
 
 
 def _weights_identity(base: Any, model: Any, tower: str) -> str:
-    from .minilm import state_dict_sha256
+    from .models import state_dict_sha256
 
     wid = getattr(base, "weights_id", None)
     if wid:

@@ -194,7 +194,7 @@ class ExtractiveReader:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from ..encoders.minilm import check_device
+        from ..encoders.models import check_device
 
         for name in _SETTINGS + ("batch_size",):
             _check_int(name, getattr(self, name), 0 if name == "doc_stride" else 1)
@@ -211,7 +211,7 @@ class ExtractiveReader:
     def fingerprint(self) -> str:
         """Weights and every decoding setting: changes to either change the answers."""
         if self._fingerprint is None:
-            from ..encoders.minilm import state_dict_sha256
+            from ..encoders.models import state_dict_sha256
 
             weights = self.weights_id or f"{self.name}:{state_dict_sha256(self.model)[:16]}"
             settings = ",".join(f"{k}={getattr(self, k)}" for k in _SETTINGS)
@@ -355,8 +355,7 @@ def load_reader(folder: str | os.PathLike[str], device: str = "cpu", **overrides
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, BertForQuestionAnswering, PreTrainedTokenizerFast
 
-    from ..encoders.minilm import folder_weights_sha
-    from ..encoders.models import quiet_transformers
+    from ..encoders.models import folder_weights_sha, quiet_transformers
 
     folder = Path(folder)
     info_path = folder / READER_INFO

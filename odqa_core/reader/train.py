@@ -297,7 +297,7 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
     one (``DONE``) is returned as is, an unfinished one resumes from its saved state.
     ``stop_after`` stops after that many steps with the state saved and no ``DONE`` (calling
     again resumes); ``on_step(step, model, losses)`` runs after every step (learning curves)."""
-    from ..encoders.minilm import check_device
+    from ..encoders.models import check_device
     from ..training.loop import load_base
 
     config = config or TrainConfig()

@@ -69,7 +69,8 @@ def saved_prompts(folder: Path) -> tuple[str, str]:
 def base_fingerprint(base: str, size: str | None = None, seed: int = 0) -> str:
     """Identity of the starting weights for the checkpoint cache key, from file hashes where
     the weights are files (no model load on a cache hit)."""
-    from ..encoders.minilm import folder_weights_sha, minilm_dir
+    from ..encoders.minilm import minilm_dir
+    from ..encoders.models import folder_weights_sha
 
     size = resolve_size(base, size)
     if base == "minilm":

@@ -339,7 +339,7 @@ def build_reader(base: str = "tiny", size: str | None = None, seed: int = 0, dev
                  **settings: Any) -> ExtractiveReader:
     """An untrained reader over a packaged encoder: ``tiny`` (random, seeded), ``minilm``,
     ``e5-small`` or ``path:<dir>``; ``settings`` are :class:`ExtractiveReader` fields."""
-    from ..training.loop import load_base
+    from ..encoders.load import load_base
 
     b = load_base(base, size, seed)
     qa = build_qa_model(b.model, seed)

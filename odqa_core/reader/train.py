@@ -244,7 +244,7 @@ def make_features(tokenizer: Any, examples: list[ReaderExample], max_length: int
 
 def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
     """Cache key: dataset sha256, fold identity, training settings and the base weights."""
-    from ..training.loop import base_fingerprint
+    from ..encoders.load import base_fingerprint
 
     return fold_checkpoint_key("reader", dataset, fold, config.key_fields(), base_fingerprint(config.base, config.size, config.seed))
 
@@ -297,8 +297,8 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
     one (``DONE``) is returned as is, an unfinished one resumes from its saved state.
     ``stop_after`` stops after that many steps with the state saved and no ``DONE`` (calling
     again resumes); ``on_step(step, model, losses)`` runs after every step (learning curves)."""
+    from ..encoders.load import load_base
     from ..encoders.models import check_device
-    from ..training.loop import load_base
 
     config = config or TrainConfig()
     key = checkpoint_key(dataset, fold, config)

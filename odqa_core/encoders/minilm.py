@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 from .base import DENSE_MAX_LENGTH, Kind, check_encode_args
-from .batching import POOLINGS, pool_torch
+from .batching import POOLINGS, encode_batched, gives_types, pool_torch, to_torch, tokenize
 from .models import check_device, folder_weights_sha, quiet_transformers, state_dict_sha256, truncate_layers
 
 __all__ = [
@@ -87,47 +87,30 @@ class HFEncoder:
 
     def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` in batches of similar length; rows come back in input order."""
+        """Embed ``texts`` in batches of ``batch_size`` similar lengths; rows come back in input order."""
         import torch
-
-        from ..progress import progress_bar
 
         check_encode_args(self.name, texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OdqaBenchError(f"encoder {self.name}: batch_size must be a positive integer, got {batch_size!r}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
         model = self.query_model if (kind == "query" and self.query_model is not None) else self.model
-        enc = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length, padding=False)
-        ids = enc["input_ids"]
-        types = enc.get("token_type_ids") if _accepts(model, "token_type_ids") else None
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable") if self.sort_by_length else np.arange(len(ids))
-        pad_id = self.tokenizer.pad_token_id or 0
+        tok = tokenize(self.tokenizer, texts, self.max_length, prefix,
+                       with_types=_accepts(model, "token_type_ids") and gives_types(self.tokenizer))
+
+        def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
+            inputs = to_torch(feed, self.device)
+            hidden = model(**inputs).last_hidden_state
+            return pool_torch(hidden, inputs["attention_mask"], self.pooling).cpu().numpy()
+
         amp = (torch.autocast("cuda", dtype=getattr(torch, self.autocast_dtype))
                if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
-        starts = range(0, len(order), batch_size)
         with torch.inference_mode(), amp:
-            for s in progress_bar(starts, desc="encode queries" if kind == "query" else "encode passages", unit="batch", show=show_progress):
-                rows = order[s : s + batch_size]
-                width = int(lengths[rows].max())
-                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, i in enumerate(rows):
-                    input_ids[r, : lengths[i]] = ids[i]
-                    mask[r, : lengths[i]] = 1
-                inputs = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                          "attention_mask": torch.from_numpy(mask).to(self.device)}
-                if types is not None:
-                    tt = np.zeros((len(rows), width), dtype=np.int64)
-                    for r, i in enumerate(rows):
-                        tt[r, : lengths[i]] = types[i]
-                    inputs["token_type_ids"] = torch.from_numpy(tt).to(self.device)
-                hidden = model(**inputs).last_hidden_state
-                out[rows] = pool_torch(hidden, inputs["attention_mask"], self.pooling).cpu().numpy()
-        return out
+            return encode_batched(tok, forward, self.dim, max_tokens=None, max_batch=batch_size, sort=self.sort_by_length,
+                                  show_progress=show_progress, desc="encode queries" if kind == "query" else "encode passages",
+                                  forward_pools=True)
 
 
 def _accepts(model: Any, arg: str) -> bool:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..encoders.batching import gives_types, pad_batch, pool_torch, to_torch, tokenize
+
 if TYPE_CHECKING:
     import torch
 
@@ -22,17 +24,12 @@ def trainable_parameters(model: Any) -> int:
 
 
 def embed(model: Any, tokenizer: Any, texts: list[str], max_length: int, pooling: str, device: str = "cpu") -> torch.Tensor:
-    """L2-normalised embeddings (with gradients when the caller is training)."""
-    import torch.nn.functional as F
-
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-    hidden = model(**enc).last_hidden_state
-    if pooling == "cls":
-        pooled = hidden[:, 0]
-    else:
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-    return F.normalize(pooled, p=2, dim=-1)
+    """L2-normalised embeddings of ``texts`` as one batch padded to its longest (with gradients
+    when the caller is training)."""
+    tok = tokenize(tokenizer, texts, max_length, with_types=gives_types(tokenizer))
+    inputs = to_torch(pad_batch(tok, np.arange(len(texts))), device)
+    hidden = model(**inputs).last_hidden_state
+    return pool_torch(hidden, inputs["attention_mask"], pooling)
 
 
 def encode(model: Any, tokenizer: Any, texts: list[str], *, pooling: str = "mean", max_length: int = 256,

@@ -17,6 +17,7 @@ from odqa_core.data import load_dataset  # noqa: E402
 from odqa_core.data.folds import Fold, get_fold  # noqa: E402
 from odqa_core.data.types import Corpus, Dataset  # noqa: E402
 from odqa_core.errors import OdqaBenchError  # noqa: E402
+from odqa_core.perfstats import torch_threads  # noqa: E402
 from odqa_core.training import (  # noqa: E402
     TrainConfig,
     build_examples,
@@ -49,10 +50,8 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     """Tiny models run fastest on one intra-op thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from odqa_core.data import load_dataset, load_squad
 from odqa_core.data.folds import get_fold
 from odqa_core.errors import OdqaBenchError
+from odqa_core.perfstats import torch_threads
 from odqa_core.reader import (
     ExtractiveReader,
     Prediction,
@@ -36,10 +37,8 @@ pytest.importorskip("transformers")
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run fastest on one thread (and immune to a busy machine's thread contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

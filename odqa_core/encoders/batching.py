@@ -160,11 +160,11 @@ def encode_batched(tok: Tokenized, forward: Callable[[dict[str, np.ndarray]], np
                    pooling: str = "mean", max_tokens: int | None = DEFAULT_MAX_TOKENS, max_batch: int | None = None,
                    sort: bool = True, show_progress: bool = False, desc: str = "encode",
                    forward_pools: bool = False) -> np.ndarray:
-    """Run ``forward(padded batch) -> (batch, seq, dim)`` token states over token-budget batches,
-    pool each batch and put its rows back in input order (batches as :func:`token_batches` cuts
-    them). With ``forward_pools`` the forward
-    returns L2-normalised ``(batch, dim)`` vectors itself (pooling where the states live: on a GPU,
-    copying every token state back to the host costs more than the model)."""
+    """Run ``forward(padded batch) -> (batch, seq, dim)`` token states over the batches
+    :func:`token_batches` cuts, pool each batch and put its rows back in input order. With
+    ``forward_pools`` the forward returns L2-normalised ``(batch, dim)`` vectors itself (pooling
+    where the states live: on a GPU, copying every token state back to the host costs more than
+    the model)."""
     from ..progress import progress_bar
 
     n = len(tok.ids)

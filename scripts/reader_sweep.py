@@ -21,10 +21,10 @@ import numpy as np
 from odqa_core.bench import cached_dataset
 from odqa_core.data.folds import get_fold
 from odqa_core.e2e import read_gold_passages
+from odqa_core.encoders.load import load_base
 from odqa_core.reader.extractive import ExtractiveReader
 from odqa_core.reader.train import TrainConfig, train_reader
 from odqa_core.retrieval.base import parse_spec
-from odqa_core.training.loop import load_base
 
 
 def main(argv: list[str] | None = None) -> int:

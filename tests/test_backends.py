@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odqa_core.encoders.batching import Tokenized, encode_batched, pad_batch, pool, token_batches
+from odqa_core.encoders.batching import Tokenized, encode_batched, pad_batch, pool, to_torch, token_batches
 from odqa_core.errors import OdqaBenchError
 
 torch = pytest.importorskip("torch")
@@ -19,7 +19,8 @@ pytest.importorskip("transformers")
 
 from odqa_core.encoders import backends, onnx_export  # noqa: E402
 from odqa_core.encoders.backends import BACKENDS, wrap_backend  # noqa: E402
-from odqa_core.encoders.minilm import HFEncoder, tiny_bert  # noqa: E402
+from odqa_core.encoders.minilm import HFEncoder  # noqa: E402
+from odqa_core.encoders.tiny import tiny_bert  # noqa: E402
 
 needs_onnx = pytest.mark.skipif(not backends._onnx_available(), reason="onnx / onnxruntime not installed")
 needs_openvino = pytest.mark.skipif(not backends._openvino_available(), reason="openvino / onnx not installed")
@@ -74,6 +75,13 @@ def test_token_batches_fill_the_budget_and_keep_ties_in_input_order() -> None:
     assert [b.tolist() for b in token_batches([50, 2], max_tokens=8)] == [[0], [1]]
 
 
+def test_token_batches_without_a_budget_cut_fixed_batches() -> None:
+    lengths = [3, 10, 3, 5, 10, 1]
+    assert [b.tolist() for b in token_batches(lengths, max_tokens=None, max_batch=4)] == [[1, 4, 3, 0], [2, 5]]
+    assert [b.tolist() for b in token_batches(lengths, max_tokens=None, max_batch=4, sort=False)] == [[0, 1, 2, 3], [4, 5]]
+    assert [b.tolist() for b in token_batches(lengths, max_tokens=None)] == [[1, 4, 3, 0, 2, 5]]
+
+
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5])
 def test_token_batches_reject_bad_budget(bad: object) -> None:
     with pytest.raises(OdqaBenchError, match="max_tokens"):
@@ -94,6 +102,44 @@ def test_pad_batch_and_pool_ignore_padding() -> None:
     np.testing.assert_allclose(pool(hidden, feed["attention_mask"], "cls")[1], [1, 0])
     with pytest.raises(OdqaBenchError, match="pooling"):
         pool(hidden, feed["attention_mask"], "max")
+
+
+def test_to_torch_keeps_the_padded_batch() -> None:
+    feed = pad_batch(Tokenized(ids=[[5, 6, 7], [8]], type_ids=[[0, 1, 1], [0]], pad_id=3), np.array([0, 1]))
+    got = to_torch(feed)
+    assert list(got) == ["input_ids", "attention_mask", "token_type_ids"]
+    for k, v in got.items():
+        assert v.dtype == torch.int64 and v.tolist() == feed[k].tolist()
+    assert got["input_ids"].tolist() == [[5, 6, 7], [8, 3, 3]]
+
+
+def model_inputs(model: object, call: object) -> list[dict]:
+    """The keyword inputs of every forward of ``model`` while ``call()`` runs."""
+    seen: list[dict] = []
+    hook = model.register_forward_pre_hook(  # type: ignore[attr-defined]
+        lambda _m, _args, kwargs: seen.append({k: v.clone() for k, v in kwargs.items() if torch.is_tensor(v)}),
+        with_kwargs=True)
+    try:
+        call()  # type: ignore[operator]
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_hf_encoder_feeds_batches_as_the_tokenizer_pads_them(tiny: HFEncoder) -> None:
+    """Batches of ``batch_size`` texts, longest first (ties in input order), each exactly what the
+    tokenizer's own ``padding=True`` gives."""
+    texts = ["a b", "a much longer text than the others", "mid length text", "x", "another mid text", "q r s"]
+    seen = model_inputs(tiny.model, lambda: tiny.encode(texts, batch_size=4))
+    lens = [len(ids) for ids in tiny.tokenizer(texts, truncation=True, max_length=tiny.max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lens[i])
+    assert len(seen) == 2
+    for got, rows in zip(seen, (order[:4], order[4:])):
+        want = tiny.tokenizer([texts[i] for i in rows], truncation=True, max_length=tiny.max_length, padding=True,
+                              return_tensors="pt")
+        assert set(got) == set(want)
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
 
 
 def test_encode_batched_takes_pooled_vectors_from_the_forward() -> None:

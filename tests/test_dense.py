@@ -271,7 +271,7 @@ def test_dense_families_default_to_the_tables_max_length(monkeypatch, tmp_path):
     """e5-small, MiniLM and saved folders all keep DENSE_MAX_LENGTH (256) tokens unless told,
     through get_encoder and through the CLI's dense spec alike."""
     from odqa_core.encoders.base import DENSE_MAX_LENGTH
-    from odqa_core.encoders.minilm import tiny_bert
+    from odqa_core.encoders.tiny import tiny_bert
     from odqa_core.retrieval import parse_spec
 
     e5 = pytest.importorskip("odqa_core.encoders.e5")

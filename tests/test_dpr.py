@@ -17,6 +17,7 @@ from odqa_core.data import load_dataset  # noqa: E402
 from odqa_core.data.folds import Fold, get_fold  # noqa: E402
 from odqa_core.data.types import Corpus, Dataset  # noqa: E402
 from odqa_core.errors import OdqaBenchError  # noqa: E402
+from odqa_core.perfstats import torch_threads  # noqa: E402
 from odqa_core.training import (  # noqa: E402
     TrainConfig,
     build_examples,
@@ -49,10 +50,8 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
     """Tiny models run fastest on one intra-op thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +120,22 @@ def test_hard_negatives_of_a_fold_are_clean(ds: Dataset, fold: Fold) -> None:
 
 
 # --- training -------------------------------------------------------------------------------
+
+def test_embed_feeds_the_batch_as_the_tokenizer_pads_it() -> None:
+    base = load_base("tiny", None, seed=0)
+    texts = ["short", "a longer question about something", "", "mid sized text"]
+    seen: list[dict] = []
+    hook = base.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(dict(kw)), with_kwargs=True)
+    try:
+        got = embed(base.model, base.tokenizer, texts, 8, "cls")
+    finally:
+        hook.remove()
+    want = base.tokenizer(texts, padding=True, truncation=True, max_length=8, return_tensors="pt")
+    assert len(seen) == 1 and set(seen[0]) == set(want)
+    for k in want:
+        assert torch.equal(seen[0][k], want[k]), k
+    assert got.shape == (4, 32) and torch.allclose(got.norm(dim=1), torch.ones(4))
+
 
 def _eval_loss(folder_or_base: str, ds: Dataset, fold: Fold) -> float:
     base = load_base(folder_or_base, None, seed=0)

@@ -8,6 +8,7 @@ import csv
 import pytest
 
 from odqa_core.evalrag_cli import add_eval_rag_parser, main
+from odqa_core.perfstats import torch_threads
 
 # Each question word occurs in the passages of one title only, so BM25's candidates are plain:
 # "zebra" -> the two Zebra passages, "penguin" -> Penguin only, "tiger" -> Tiger only.
@@ -118,11 +119,9 @@ def test_e2e_scores_from_predictions_file(files, capsys):
 @pytest.fixture
 def one_thread():
     """A tiny model runs fastest on one thread."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    pytest.importorskip("torch")
+    with torch_threads(1):
+        yield
 
 
 def test_e2e_recalculates_with_a_reader(files, capsys, tmp_path, monkeypatch, one_thread):

@@ -10,6 +10,7 @@ import pytest
 from odqa_core.data import load_dataset, load_squad
 from odqa_core.data.folds import get_fold
 from odqa_core.errors import OdqaBenchError
+from odqa_core.perfstats import torch_threads
 from odqa_core.reader import (
     ExtractiveReader,
     Prediction,
@@ -21,7 +22,9 @@ from odqa_core.reader import (
 )
 from odqa_core.reader.train import (
     STATE_FILE,
+    Feature,
     TrainConfig,
+    _collate,
     build_reader_examples,
     is_trained,
     make_features,
@@ -36,10 +39,8 @@ pytest.importorskip("transformers")
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run fastest on one thread (and immune to a busy machine's thread contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +212,40 @@ def test_annotated_answer_start_wins_over_first_occurrence(tmp_path):
     fold = next(f for f in (get_fold(ds, i, n_folds=2) for i in (1, 2)) if "q1" in f.train_query_ids)
     ex = [e for e in build_reader_examples(ds, fold, negatives=0, tokenizer="regex") if e.query_id == "q1"]
     assert [e.answer_start for e in ex] == [second]
+
+
+def test_collate_pads_windows_and_zeroes_missing_token_types():
+    feats = [Feature((2, 7, 3), None, 1, 1), Feature((2, 8, 9, 3, 5), None, 0, 0)]
+    batch = _collate(feats, 4, "cpu")
+    assert list(batch) == ["input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"]
+    assert batch["input_ids"].tolist() == [[2, 7, 3, 4, 4], [2, 8, 9, 3, 5]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["token_type_ids"].tolist() == [[0] * 5] * 2
+    assert batch["start_positions"].tolist() == [1, 0] and batch["end_positions"].tolist() == [1, 0]
+    typed = _collate([Feature((2, 7, 3), (0, 1, 1), 0, 0), Feature((2, 3), (0, 0), 0, 0)], 0, "cpu")
+    assert typed["token_type_ids"].tolist() == [[0, 1, 1], [0, 0, 0]]
+    assert all(v.dtype == torch.int64 for v in typed.values())
+
+
+def test_reader_batches_windows_longest_first():
+    reader = build_reader("tiny", "L1", seed=0, max_length=64, doc_stride=16, max_query_length=16, batch_size=2)
+    win = reader.windows(["q", "question two", "q3"], ["short", "a somewhat longer passage here", "mid passage"])
+    seen: list[dict] = []
+    hook = reader.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(dict(kw)), with_kwargs=True)
+    try:
+        logits = reader.logits(win)
+    finally:
+        hook.remove()
+    order = sorted(range(len(win.input_ids)), key=lambda w: -len(win.input_ids[w]))
+    assert [len(b["input_ids"]) for b in seen] == [2, 1]
+    for b, rows in zip(seen, (order[:2], order[2:])):
+        for r, w in enumerate(rows):
+            n = len(win.input_ids[w])
+            assert b["input_ids"][r, :n].tolist() == win.input_ids[w]
+            assert b["attention_mask"][r].tolist() == [1] * n + [0] * (b["input_ids"].shape[1] - n)
+            types = win.token_type_ids[w] if win.token_type_ids is not None else [0] * n
+            assert b["token_type_ids"][r, :n].tolist() == types
+            assert len(logits[w][0]) == n
 
 
 def test_features_label_the_answer_tokens(tok):

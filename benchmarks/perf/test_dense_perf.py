@@ -71,7 +71,8 @@ def st_model(size: str, device: str) -> Any:
     """sentence-transformers over the same MiniLM files, cut to the same depth: the peer."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers not installed")
-    from odqa_core.encoders.minilm import MINILM_SIZES, minilm_dir, truncate_layers
+    from odqa_core.encoders.minilm import MINILM_SIZES, minilm_dir
+    from odqa_core.encoders.models import truncate_layers
 
     model = st.SentenceTransformer(str(minilm_dir()), device=device)
     truncate_layers(model[0].auto_model, MINILM_SIZES[size])

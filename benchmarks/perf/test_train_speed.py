@@ -41,8 +41,8 @@ CELLS = [
 def _windows(size: str, max_length: int, stride: int) -> tuple[Any, list[Any], np.ndarray]:
     """(tokenizer, features, one length-grouped batch of typical width) from korquad-dev fold 1."""
     from odqa_core.data.folds import get_fold
+    from odqa_core.encoders.load import load_base
     from odqa_core.reader.train import build_reader_examples, make_features
-    from odqa_core.training.loop import load_base
     from odqa_core.training.steps import epoch_batches
 
     ds = require_dataset("korquad-dev")
@@ -56,8 +56,8 @@ def _windows(size: str, max_length: int, stride: int) -> tuple[Any, list[Any], n
 
 
 def _fresh_qa(family: str, size: str) -> Any:
+    from odqa_core.encoders.load import load_base
     from odqa_core.reader.extractive import build_qa_model
-    from odqa_core.training.loop import load_base
     from odqa_core.training.steps import freeze_word_embeddings
 
     model = build_qa_model(load_base(family, size, 0).model, 0)
@@ -113,8 +113,8 @@ def test_dpr_step_overhead(family: str, size: str, odqa_record: Any) -> None:
     import torch.nn.functional as F
 
     from odqa_core.data.folds import get_fold
+    from odqa_core.encoders.load import load_base
     from odqa_core.training.dpr import TrainConfig, _batch_loss
-    from odqa_core.training.loop import load_base
     from odqa_core.training.negatives import build_examples
     from odqa_core.training.steps import deterministic, make_optimizer, optimizer_step
 

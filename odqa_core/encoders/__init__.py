@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .base import Encoder, Kind
-from .minilm import HFEncoder, load_hf_folder, load_minilm, tiny_bert
+from .minilm import HFEncoder, load_hf_folder, load_minilm
 from .registry import DEFAULT_SIZE, FAMILIES, FunctionEncoder, encoder_families, get_encoder
+from .tiny import tiny_bert
 
 __all__ = [
     "DEFAULT_SIZE",

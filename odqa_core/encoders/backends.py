@@ -38,7 +38,16 @@ import numpy as np
 from ..errors import OdqaBenchError
 from ..perfstats import torch_threads
 from .base import Kind, check_encode_args
-from .batching import DEFAULT_MAX_TOKENS, Tokenized, encode_batched, pad_batch, pool_torch, token_batches, tokenize
+from .batching import (
+    DEFAULT_MAX_TOKENS,
+    Tokenized,
+    encode_batched,
+    pad_batch,
+    pool_torch,
+    to_torch,
+    token_batches,
+    tokenize,
+)
 from .onnx_export import (
     OPSET,
     WQ_ACTIVATION_GROUP,
@@ -170,7 +179,7 @@ def resolve_backend(name: str, device: str = "cpu") -> str:
 
 
 def _weights_identity(base: Any, model: Any, tower: str) -> str:
-    from .minilm import state_dict_sha256
+    from .models import state_dict_sha256
 
     wid = getattr(base, "weights_id", None)
     if wid:
@@ -341,7 +350,7 @@ class BackendEncoder:
                    else contextlib.nullcontext())
 
         def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
-            inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in feed.items()}
+            inputs = to_torch(feed, self.device, non_blocking=True)
             hidden = model(**inputs).last_hidden_state
             return pool_torch(hidden, inputs["attention_mask"], self.base.pooling).cpu().numpy()
 

@@ -1,6 +1,7 @@
 """Length bucketing for encoders: texts sorted by token length and cut into batches by a token
 budget (rows x padded length), so short texts never pay for a long one's padding; embeddings
-come back in input order.
+come back in input order. The one place where token ids are padded into model inputs and token
+states are pooled: encoders, the DPR trainer and the reader all batch through it.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ __all__ = [
     "Tokenized",
     "token_batches",
     "pad_batch",
+    "to_torch",
     "pool",
     "pool_torch",
     "tokenize",
+    "gives_types",
     "encode_batched",
 ]
 
@@ -35,8 +38,8 @@ POOLINGS = ("mean", "cls")
 class Tokenized:
     """Unpadded token ids of a list of texts (``type_ids`` None when the model takes none)."""
 
-    ids: list[list[int]]
-    type_ids: list[list[int]] | None
+    ids: Sequence[Sequence[int]]
+    type_ids: Sequence[Sequence[int]] | None
     pad_id: int
 
     @property
@@ -50,12 +53,14 @@ def _positive_int(label: str, value: Any) -> int:
     return int(value)
 
 
-def token_batches(lengths: Sequence[int] | np.ndarray, max_tokens: int = DEFAULT_MAX_TOKENS,
+def token_batches(lengths: Sequence[int] | np.ndarray, max_tokens: int | None = DEFAULT_MAX_TOKENS,
                   max_batch: int | None = None, sort: bool = True) -> list[np.ndarray]:
     """Row positions of each batch. With ``sort`` the rows go longest first (ties in input
     order) and a batch grows while rows x its longest length stays within ``max_tokens``; a
-    text longer than the budget gets a batch of its own. ``max_batch`` caps the rows."""
-    max_tokens = _positive_int("max_tokens", max_tokens)
+    text longer than the budget gets a batch of its own. ``max_batch`` caps the rows;
+    ``max_tokens`` None sets no budget (fixed batches of ``max_batch`` rows)."""
+    if max_tokens is not None:
+        max_tokens = _positive_int("max_tokens", max_tokens)
     if max_batch is not None:
         max_batch = _positive_int("max_batch", max_batch)
     lens = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -67,7 +72,8 @@ def token_batches(lengths: Sequence[int] | np.ndarray, max_tokens: int = DEFAULT
     for pos in range(order.size):
         length = max(int(lens[order[pos]]), 1)
         rows, w = pos - start + 1, max(width, length)
-        if pos > start and (rows * w > max_tokens or (max_batch is not None and rows > max_batch)):
+        if pos > start and ((max_tokens is not None and rows * w > max_tokens)
+                            or (max_batch is not None and rows > max_batch)):
             batches.append(order[start:pos])
             start, width = pos, length
         else:
@@ -94,6 +100,14 @@ def pad_batch(tok: Tokenized, rows: np.ndarray) -> dict[str, np.ndarray]:
     if types is not None:
         out["token_type_ids"] = types
     return out
+
+
+def to_torch(feed: dict[str, np.ndarray], device: str = "cpu", non_blocking: bool = False) -> dict[str, Any]:
+    """A padded batch (:func:`pad_batch`) as int64 torch tensors on ``device``, keyed as the
+    model's keyword arguments."""
+    import torch
+
+    return {k: torch.from_numpy(v).to(device, non_blocking=non_blocking) for k, v in feed.items()}
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str = "mean") -> np.ndarray:
@@ -137,14 +151,20 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, prefix: str 
     return Tokenized(list(enc["input_ids"]), list(types) if types is not None else None, int(pad_id))
 
 
+def gives_types(tokenizer: Any) -> bool:
+    """Whether ``tokenizer(texts)`` returns ``token_type_ids`` (they are among its model inputs)."""
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+
 def encode_batched(tok: Tokenized, forward: Callable[[dict[str, np.ndarray]], np.ndarray], dim: int, *,
-                   pooling: str = "mean", max_tokens: int = DEFAULT_MAX_TOKENS, max_batch: int | None = None,
+                   pooling: str = "mean", max_tokens: int | None = DEFAULT_MAX_TOKENS, max_batch: int | None = None,
                    sort: bool = True, show_progress: bool = False, desc: str = "encode",
                    forward_pools: bool = False) -> np.ndarray:
-    """Run ``forward(padded batch) -> (batch, seq, dim)`` token states over token-budget batches,
-    pool each batch and put its rows back in input order. With ``forward_pools`` the forward
-    returns L2-normalised ``(batch, dim)`` vectors itself (pooling where the states live: on a GPU,
-    copying every token state back to the host costs more than the model)."""
+    """Run ``forward(padded batch) -> (batch, seq, dim)`` token states over the batches
+    :func:`token_batches` cuts, pool each batch and put its rows back in input order. With
+    ``forward_pools`` the forward returns L2-normalised ``(batch, dim)`` vectors itself (pooling
+    where the states live: on a GPU, copying every token state back to the host costs more than
+    the model)."""
     from ..progress import progress_bar
 
     n = len(tok.ids)

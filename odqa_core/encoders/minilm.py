@@ -1,44 +1,34 @@
 """Transformers bi-encoders behind the ``Encoder`` contract: a generic ``HFEncoder`` (mean or
 CLS pooling, prefixes, length-sorted batches), the packaged all-MiniLM-L6-v2 and its shallower
-L2/L4 cuts, a tiny random BERT for tests, and saved model folders (``path:<dir>``)."""
+L2/L4 cuts, and saved model folders (``path:<dir>``)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import string
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import OdqaBenchError
-from ..io import sha256_file
 from .base import DENSE_MAX_LENGTH, Kind, check_encode_args
-from .batching import POOLINGS, pool_torch
-from .models import quiet_transformers
+from .batching import POOLINGS, encode_batched, gives_types, pool_torch, to_torch, tokenize
+from .models import check_device, folder_weights_sha, quiet_transformers, state_dict_sha256, truncate_layers
 
 __all__ = [
     "HFEncoder",
     "minilm_dir",
     "load_minilm",
     "load_hf_folder",
-    "tiny_bert",
-    "truncate_layers",
-    "state_dict_sha256",
-    "folder_weights_sha",
-    "check_device",
 ]
 
 log = logging.getLogger(__name__)
 
 MINILM_SIZES = {"L2": 2, "L4": 4, "L6": 6}
 _AUTOCAST = ("float16", "bfloat16")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
@@ -97,47 +87,30 @@ class HFEncoder:
 
     def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` in batches of similar length; rows come back in input order."""
+        """Embed ``texts`` in batches of ``batch_size`` similar lengths; rows come back in input order."""
         import torch
-
-        from ..progress import progress_bar
 
         check_encode_args(self.name, texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OdqaBenchError(f"encoder {self.name}: batch_size must be a positive integer, got {batch_size!r}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
         model = self.query_model if (kind == "query" and self.query_model is not None) else self.model
-        enc = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length, padding=False)
-        ids = enc["input_ids"]
-        types = enc.get("token_type_ids") if _accepts(model, "token_type_ids") else None
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable") if self.sort_by_length else np.arange(len(ids))
-        pad_id = self.tokenizer.pad_token_id or 0
+        tok = tokenize(self.tokenizer, texts, self.max_length, prefix,
+                       with_types=_accepts(model, "token_type_ids") and gives_types(self.tokenizer))
+
+        def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
+            inputs = to_torch(feed, self.device)
+            hidden = model(**inputs).last_hidden_state
+            return pool_torch(hidden, inputs["attention_mask"], self.pooling).cpu().numpy()
+
         amp = (torch.autocast("cuda", dtype=getattr(torch, self.autocast_dtype))
                if self.autocast_dtype and self.device.startswith("cuda") else contextlib.nullcontext())
-        starts = range(0, len(order), batch_size)
         with torch.inference_mode(), amp:
-            for s in progress_bar(starts, desc="encode queries" if kind == "query" else "encode passages", unit="batch", show=show_progress):
-                rows = order[s : s + batch_size]
-                width = int(lengths[rows].max())
-                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, i in enumerate(rows):
-                    input_ids[r, : lengths[i]] = ids[i]
-                    mask[r, : lengths[i]] = 1
-                inputs = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                          "attention_mask": torch.from_numpy(mask).to(self.device)}
-                if types is not None:
-                    tt = np.zeros((len(rows), width), dtype=np.int64)
-                    for r, i in enumerate(rows):
-                        tt[r, : lengths[i]] = types[i]
-                    inputs["token_type_ids"] = torch.from_numpy(tt).to(self.device)
-                hidden = model(**inputs).last_hidden_state
-                out[rows] = pool_torch(hidden, inputs["attention_mask"], self.pooling).cpu().numpy()
-        return out
+            return encode_batched(tok, forward, self.dim, max_tokens=None, max_batch=batch_size, sort=self.sort_by_length,
+                                  show_progress=show_progress, desc="encode queries" if kind == "query" else "encode passages",
+                                  forward_pools=True)
 
 
 def _accepts(model: Any, arg: str) -> bool:
@@ -147,59 +120,6 @@ def _accepts(model: Any, arg: str) -> bool:
         return arg in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-def check_device(device: str) -> str:
-    """``cpu`` or ``cuda[:n]``; CUDA without a visible GPU is a user error, not a crash later."""
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise OdqaBenchError(f"device {device!r} requested but no CUDA GPU is available (torch.cuda.is_available() is False)")
-        return device
-    raise OdqaBenchError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
-
-
-def state_dict_sha256(model: Any) -> str:
-    """Hash of every parameter and buffer (names, shapes, dtypes, bytes): the weights' identity."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-@lru_cache(maxsize=16)
-def _file_sha(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def folder_weights_sha(folder: Path) -> str | None:
-    """sha256 over the weight files of a saved model folder (None when it has none we know)."""
-    h = hashlib.sha256()
-    found = False
-    for name in _WEIGHT_FILES:
-        p = folder / name
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{name}:{_file_sha(str(p), st.st_size, st.st_mtime_ns)};".encode())
-            found = True
-    return h.hexdigest() if found else None
-
-
-def truncate_layers(model: Any, n: int) -> Any:
-    """Keep the first ``n`` transformer layers (a cheaper model of the same family)."""
-    total = int(model.config.num_hidden_layers)
-    if not 1 <= n <= total:
-        raise OdqaBenchError(f"cannot keep {n} layers of a {total}-layer model")
-    model.encoder.layer = model.encoder.layer[:n]
-    model.config.num_hidden_layers = n
-    return model
 
 
 def _st_settings(folder: Path) -> dict[str, Any]:
@@ -279,58 +199,3 @@ def load_hf_folder(folder: str | os.PathLike[str], device: str = "cpu", **kw: An
     weights_id = None if None in shas else f"path:{folder.name}:" + "+".join(s[:16] for s in shas if s)
     return HFEncoder(name=f"path-{folder.name}", model=model, tokenizer=tok, device=device,
                      weights_id=weights_id, query_model=q_model, **settings)
-
-
-def _tiny_vocab() -> list[str]:
-    """Specials, printable ASCII and Hangul syllables, each as a word start and a ``##`` piece."""
-    chars = [c for c in string.ascii_lowercase + string.digits + string.punctuation]
-    chars += [chr(cp) for cp in range(0xAC00, 0xD7A4)]
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
-
-
-@lru_cache(maxsize=1)
-def _tiny_tokenizer() -> Any:
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(_tiny_vocab())}
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=512)
-
-
-def tiny_bert(seed: int = 0, layers: int = 2, hidden: int = 32, heads: int = 2, max_length: int = 128,
-              device: str = "cpu", **kw: Any) -> HFEncoder:
-    """A randomly initialised BERT (character WordPiece vocabulary built here, fixed seed): a
-    real transformer for tests, with no files to fetch."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    for label, v in (("layers", layers), ("hidden", hidden), ("heads", heads)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise OdqaBenchError(f"tiny encoder: {label} must be a positive integer, got {v!r}")
-    if hidden % heads:
-        raise OdqaBenchError(f"tiny encoder: hidden ({hidden}) must be a multiple of heads ({heads})")
-    tok = _tiny_tokenizer()
-    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=2 * hidden,
-                        max_position_embeddings=max(max_length, 8), hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = BertModel(config, add_pooling_layer=False)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    settings = {"pooling": "mean", "max_length": max_length, **kw}
-    weights_id = f"tiny:s{seed}:L{layers}:H{hidden}:{state_dict_sha256(model)[:16]}"
-    return HFEncoder(name=f"tiny-L{layers}", model=model, tokenizer=tok, device=device,
-                     weights_id=weights_id, **settings)

@@ -92,7 +92,7 @@ def _build(family: str, size: str | None, device: str, **kw: Any) -> Encoder:
 
         return load_minilm(size, device=device, **kw)
     if family == "tiny":
-        from .minilm import tiny_bert
+        from .tiny import tiny_bert
 
         return tiny_bert(layers=int(size[1:]), device=device, **kw)
     if family == "e5-small":

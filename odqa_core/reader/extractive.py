@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders.batching import Tokenized, pad_batch, to_torch, token_batches
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json
 
@@ -194,7 +195,7 @@ class ExtractiveReader:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from ..encoders.minilm import check_device
+        from ..encoders.models import check_device
 
         for name in _SETTINGS + ("batch_size",):
             _check_int(name, getattr(self, name), 0 if name == "doc_stride" else 1)
@@ -211,7 +212,7 @@ class ExtractiveReader:
     def fingerprint(self) -> str:
         """Weights and every decoding setting: changes to either change the answers."""
         if self._fingerprint is None:
-            from ..encoders.minilm import state_dict_sha256
+            from ..encoders.models import state_dict_sha256
 
             weights = self.weights_id or f"{self.name}:{state_dict_sha256(self.model)[:16]}"
             settings = ",".join(f"{k}={getattr(self, k)}" for k in _SETTINGS)
@@ -226,37 +227,26 @@ class ExtractiveReader:
         from ..perfstats import torch_threads
 
         out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(win.input_ids)
-        order = sorted(range(len(win.input_ids)), key=lambda w: -len(win.input_ids[w]))
-        pad = self.tokenizer.pad_token_id or 0
+        types = win.token_type_ids if win.token_type_ids is not None else [[0] * len(x) for x in win.input_ids]
+        tok = Tokenized(win.input_ids, types, self.tokenizer.pad_token_id or 0)
         self.model.eval()
         with torch_threads(self.threads):
-            self._forward(win, order, pad, out, show_progress)
+            self._forward(tok, out, show_progress)
         return out
 
-    def _forward(self, win: Windows, order: list[int], pad: int, out: list[tuple[np.ndarray, np.ndarray]],
-                 show_progress: bool) -> None:
+    def _forward(self, tok: Tokenized, out: list[tuple[np.ndarray, np.ndarray]], show_progress: bool) -> None:
+        """Batches of ``batch_size`` windows, longest first, each padded to its longest."""
         import torch
         from tqdm.auto import tqdm
 
+        batches = token_batches(tok.lengths, max_tokens=None, max_batch=self.batch_size)
         with torch.inference_mode():
-            for s in tqdm(range(0, len(order), self.batch_size), desc="read", unit="batch", disable=not show_progress):
-                rows = order[s : s + self.batch_size]
-                width = max(len(win.input_ids[w]) for w in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                types = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, w in enumerate(rows):
-                    n = len(win.input_ids[w])
-                    ids[r, :n] = torch.tensor(win.input_ids[w])
-                    mask[r, :n] = 1
-                    if win.token_type_ids is not None:
-                        types[r, :n] = torch.tensor(win.token_type_ids[w])
-                res = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                 token_type_ids=types.to(self.device))
+            for rows in tqdm(batches, desc="read", unit="batch", disable=not show_progress):
+                res = self.model(**to_torch(pad_batch(tok, rows), self.device))
                 st = res.start_logits.float().cpu().numpy()
                 en = res.end_logits.float().cpu().numpy()
                 for r, w in enumerate(rows):
-                    n = len(win.input_ids[w])
+                    n = len(tok.ids[w])
                     out[w] = (st[r, :n], en[r, :n])
 
     def predict_passages(self, questions: Sequence[str], passages_per_question: Sequence[Sequence[str]],
@@ -339,7 +329,7 @@ def build_reader(base: str = "tiny", size: str | None = None, seed: int = 0, dev
                  **settings: Any) -> ExtractiveReader:
     """An untrained reader over a packaged encoder: ``tiny`` (random, seeded), ``minilm``,
     ``e5-small`` or ``path:<dir>``; ``settings`` are :class:`ExtractiveReader` fields."""
-    from ..training.loop import load_base
+    from ..encoders.load import load_base
 
     b = load_base(base, size, seed)
     qa = build_qa_model(b.model, seed)
@@ -355,8 +345,7 @@ def load_reader(folder: str | os.PathLike[str], device: str = "cpu", **overrides
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, BertForQuestionAnswering, PreTrainedTokenizerFast
 
-    from ..encoders.minilm import folder_weights_sha
-    from ..encoders.models import quiet_transformers
+    from ..encoders.models import folder_weights_sha, quiet_transformers
 
     folder = Path(folder)
     info_path = folder / READER_INFO

@@ -58,7 +58,7 @@ class FiDReader:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from ..encoders.minilm import check_device
+        from ..encoders.models import check_device
 
         for label in ("max_length", "max_new_tokens", "num_beams"):
             v = getattr(self, label)
@@ -117,7 +117,7 @@ def tiny_fid_reader(seed: int = 0, tokenizer: Any = None, d_model: int = 32, lay
     from transformers import T5Config, T5ForConditionalGeneration
 
     if tokenizer is None:
-        from ..encoders.minilm import tiny_bert
+        from ..encoders.tiny import tiny_bert
 
         tokenizer = tiny_bert(seed=seed, layers=1, hidden=8, heads=1).tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage
 from ..data.types import Dataset
+from ..encoders.batching import Tokenized, pad_batch, to_torch
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text
 from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
@@ -244,27 +247,21 @@ def make_features(tokenizer: Any, examples: list[ReaderExample], max_length: int
 
 def checkpoint_key(dataset: Dataset, fold: Fold, config: TrainConfig) -> str:
     """Cache key: dataset sha256, fold identity, training settings and the base weights."""
-    from ..training.loop import base_fingerprint
+    from ..encoders.load import base_fingerprint
 
     return fold_checkpoint_key("reader", dataset, fold, config.key_fields(), base_fingerprint(config.base, config.size, config.seed))
 
 
 def _collate(feats: list[Feature], pad: int, device: str) -> dict[str, Any]:
+    """Model inputs of a micro-batch (padded to its longest window, token types zero where the
+    tokenizer has none) with its span labels."""
     import torch
 
-    width = max(len(f.input_ids) for f in feats)
-    ids = torch.full((len(feats), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(feats), width), dtype=torch.long)
-    types = torch.zeros((len(feats), width), dtype=torch.long)
-    for r, f in enumerate(feats):
-        n = len(f.input_ids)
-        ids[r, :n] = torch.tensor(f.input_ids)
-        mask[r, :n] = 1
-        if f.token_type_ids is not None:
-            types[r, :n] = torch.tensor(f.token_type_ids)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device),
-            "start_positions": torch.tensor([f.start for f in feats], device=device),
-            "end_positions": torch.tensor([f.end for f in feats], device=device)}
+    types = [f.token_type_ids if f.token_type_ids is not None else (0,) * len(f.input_ids) for f in feats]
+    batch = to_torch(pad_batch(Tokenized([f.input_ids for f in feats], types, pad), np.arange(len(feats))), device)
+    batch["start_positions"] = torch.tensor([f.start for f in feats], device=device)
+    batch["end_positions"] = torch.tensor([f.end for f in feats], device=device)
+    return batch
 
 
 def span_loss(model: Any, feats: list[Feature], pad: int, device: str) -> Any:
@@ -297,8 +294,8 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
     one (``DONE``) is returned as is, an unfinished one resumes from its saved state.
     ``stop_after`` stops after that many steps with the state saved and no ``DONE`` (calling
     again resumes); ``on_step(step, model, losses)`` runs after every step (learning curves)."""
-    from ..encoders.minilm import check_device
-    from ..training.loop import load_base
+    from ..encoders.load import load_base
+    from ..encoders.models import check_device
 
     config = config or TrainConfig()
     key = checkpoint_key(dataset, fold, config)

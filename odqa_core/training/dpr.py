@@ -21,21 +21,13 @@ from ..cache import cache_dir
 from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
 from ..encoders.batching import POOLINGS
+from ..encoders.load import BaseModel, base_fingerprint, load_base, resolve_size, saved_prompts
 from ..encoders.models import quiet_transformers
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever
 from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
-from .loop import (
-    BaseModel,
-    base_fingerprint,
-    contrastive_loss,
-    embed,
-    load_base,
-    resolve_size,
-    saved_prompts,
-    trainable_parameters,
-)
+from .loop import contrastive_loss, embed, trainable_parameters
 from .negatives import Example, build_examples
 from .steps import Schedule, train_steps
 

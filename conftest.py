@@ -19,3 +19,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # The quick profile runs its quality cells under xdist and its perf cells serially, on purpose;
     # pytest-benchmark warns about the former when the session ends, outside pytest's own filters.
     warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist plugin is active")
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS: model loads and conversions leave glibc's arenas
+    holding gigabytes that a long-lived test worker never reuses (its resident size only grows)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _trim_after_module():
+    yield
+    _return_freed_memory()

@@ -144,14 +144,11 @@ class Hybrid:
             raise OdqaBenchError(f"hybrid: depth must be >= 1 and k_rrf >= 0 (got {self.depth}, {self.k_rrf})")
 
     def index(self, corpus: Corpus) -> Hybrid:
-        self.dense.index(corpus)
-        self.sparse.index(corpus)
-        self._ties = tie_keys(corpus.ids)
+        self._ties = _index_pair(self.dense, self.sparse, corpus)
         return self
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._ties is None:
-            raise OdqaBenchError(f"{self.name}: search before index")
+        _check_indexed(self.name, self._ties)
         queries = list(queries)
         if self.method == "rrf":
             d_idx, _ = self.dense.search(queries, self.depth)
@@ -165,6 +162,18 @@ class Hybrid:
             sp = self.sparse.score_all(queries[s : s + QUERY_CHUNK])  # type: ignore[attr-defined]
             idx[s : s + QUERY_CHUNK], sc[s : s + QUERY_CHUNK] = topk(fuse_scores(d, sp, self.lam, self.norm), k, self._ties)
         return idx, sc
+
+
+def _index_pair(dense: DenseRetriever, sparse: Retriever, corpus: Corpus) -> np.ndarray:
+    """Index both halves of a two-stage retriever over one corpus; returns the corpus tie keys."""
+    dense.index(corpus)
+    sparse.index(corpus)
+    return tie_keys(corpus.ids)
+
+
+def _check_indexed(name: str, ties: np.ndarray | None) -> None:
+    if ties is None:
+        raise OdqaBenchError(f"{name}: search before index")
 
 
 @dataclass
@@ -183,14 +192,11 @@ class Sequential:
             raise OdqaBenchError(f"sequential: depth must be a positive integer, got {self.depth!r}")
 
     def index(self, corpus: Corpus) -> Sequential:
-        self.dense.index(corpus)
-        self.sparse.index(corpus)
-        self._ties = tie_keys(corpus.ids)
+        self._ties = _index_pair(self.dense, self.sparse, corpus)
         return self
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._ties is None:
-            raise OdqaBenchError(f"{self.name}: search before index")
+        _check_indexed(self.name, self._ties)
         cand, _ = self.sparse.search(list(queries), self.depth)
         scores = self.dense.score_docs(list(queries), cand)
         return sort_rows(cand, scores, self._ties, k)

@@ -92,9 +92,14 @@ class GateWarning(str):
 
 @dataclass
 class GateResult:
+    """Every comparison of a run, the failures and warnings among them, and the ``correction``
+    and ``alpha`` the verdicts were decided with."""
+
     comparisons: list[Comparison]
     failures: list[str]
     warnings: list[GateWarning]
+    correction: str
+    alpha: float
 
     @property
     def ok(self) -> bool:
@@ -268,7 +273,7 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
             if (suite, cell) not in seen_cells and any(s == suite for s, _ in seen_cells):
                 comps.append(Comparison(suite, cell, "*", "quality", True, None, None, Tolerance(), status="missing",
                                         note="in the baseline but not run"))
-    return GateResult(comps, failures, warnings)
+    return GateResult(comps, failures, warnings, correction, cfg.alpha)
 
 
 def _attach_ranks(comps: list[Comparison], records: list[Record], baselines: dict[str, dict[str, Any] | None],

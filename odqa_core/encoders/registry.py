@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OdqaBenchError
 from .base import DENSE_MAX_LENGTH, Encoder, Kind
+
+if TYPE_CHECKING:
+    from .backends import ProbeTexts
 
 __all__ = ["FAMILIES", "DEFAULT_SIZE", "FunctionEncoder", "get_encoder", "encoder_families"]
 
@@ -54,7 +57,7 @@ def encoder_families() -> list[str]:
 
 
 def get_encoder(family: str, size: str | None = None, device: str = "cpu", backend: str | None = None,
-                probe_texts: Any = None, **kw: Any) -> Encoder:
+                probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = None, **kw: Any) -> Encoder:
     """Build an encoder. Options in ``kw`` (``max_length``, ``pooling``, ``query_prefix``,
     ``passage_prefix``, ``autocast_dtype``, ``sort_by_length``; ``seed``/``hidden`` for tiny)
     override the family's defaults (``max_length``: :data:`DENSE_MAX_LENGTH` for every dense family

@@ -32,10 +32,6 @@ import pytest
 
 from odqa_core.bench import RUN_DEPTH, cached_dataset, cached_run
 from odqa_core.conformal import (
-    AnswerCalibration,
-    answer_outcomes,
-    answer_sets,
-    calibrate_answers,
     calibrate_k,
     calibrate_threshold,
     coverage_slack,
@@ -44,8 +40,14 @@ from odqa_core.conformal import (
     gold_ranks,
     gold_scores,
     quantile_index,
-    reader_candidates,
     set_sizes,
+)
+from odqa_core.conformal.answers import (
+    AnswerCalibration,
+    answer_outcomes,
+    answer_sets,
+    calibrate_answers,
+    reader_candidates,
 )
 from odqa_core.data import Dataset
 from odqa_core.data.folds import Fold, get_fold, kfold_by_group

@@ -346,13 +346,20 @@ def _show_warning(message: Any, category: type[Warning], filename: str, lineno: 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``odqa-bench`` parser: one subparser per command, each built by its own function."""
+    p = argparse.ArgumentParser(prog="odqa-bench", description="Benchmark and regression harness for ODQA/RAG retrieval.")
+    sub = p.add_subparsers(dest="command")
+    for add in (_add_run, _add_retrievers, _add_score, _add_compare, _add_export, _add_baseline, _add_report,
+                _add_cache, _add_eval_rag):
+        add(sub)
+    return p
+
+
+def _add_run(sub: Any) -> None:
     from .data import dataset_names
-    from .options import add_cli_options
     from .retrieval import known_retrievers
     from .text import TOKENIZERS
 
-    p = argparse.ArgumentParser(prog="odqa-bench", description="Benchmark and regression harness for ODQA/RAG retrieval.")
-    sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="run retrievers on a dataset and print a results table (the default command)")
     r.add_argument("--dataset", nargs="+", default=["default"], metavar="NAME|PATH",
                    help=f"named dataset ({', '.join(dataset_names())}) or a SQuAD .json / BEIR folder. Default: default")
@@ -369,16 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
     _extension_opts(r)
     r.set_defaults(func=cmd_run)
 
+
+def _add_retrievers(sub: Any) -> None:
     rl = sub.add_parser("retrievers", help="list every retriever with its parameters, types and defaults")
     _extension_opts(rl, progress=False)
     rl.set_defaults(func=cmd_retrievers)
 
+
+def _add_score(sub: Any) -> None:
     s = sub.add_parser("score", help="score a TREC run file against qrels")
     s.add_argument("--run", required=True, metavar="FILE", help="TREC run: qid Q0 docid rank score tag")
     s.add_argument("--qrels", required=True, metavar="FILE", help="TREC (qid 0 docid grade) or BEIR TSV qrels")
     s.add_argument("--metrics", nargs="+", metavar="NAME@K")
     s.add_argument("--json", metavar="FILE", help="also write the means and per-query values as JSON")
     s.set_defaults(func=cmd_score)
+
+
+def _add_compare(sub: Any) -> None:
+    from .options import add_cli_options
 
     c = sub.add_parser("compare", help="gate a candidate TREC run against a baseline run: exit 1 on a regression",
                        description="The regression gate of the pytest plugin for runs from any system: per metric, "
@@ -399,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--junit", metavar="FILE", help="write JUnit XML: one test case per metric")
     c.set_defaults(func=cmd_compare)
 
+
+def _add_export(sub: Any) -> None:
+    from .text import TOKENIZERS
+
     e = sub.add_parser("export", help="write a dataset's qrels (and a retriever's run) in TREC format")
     e.add_argument("--dataset", required=True, metavar="NAME|PATH")
     e.add_argument("--qrels", required=True, metavar="FILE")
@@ -410,37 +429,48 @@ def build_parser() -> argparse.ArgumentParser:
     _extension_opts(e)
     e.set_defaults(func=cmd_export)
 
-    def gate_opts(q: argparse.ArgumentParser, names: list[str]) -> None:
-        add_cli_options(q, names)
-        q.add_argument("--project", default=".", metavar="DIR", help="folder with pyproject.toml. Default: .")
 
+def _gate_opts(q: argparse.ArgumentParser, names: list[str]) -> None:
+    """The shared gate options ``names`` and ``--project`` (where pyproject.toml is)."""
+    from .options import add_cli_options
+
+    add_cli_options(q, names)
+    q.add_argument("--project", default=".", metavar="DIR", help="folder with pyproject.toml. Default: .")
+
+
+def _add_baseline(sub: Any) -> None:
     b = sub.add_parser("baseline", help="baseline files")
     bsub = b.add_subparsers(dest="action", required=True)
     bu = bsub.add_parser("update", help="write baselines from a run saved with --odqa-save-run")
     bu.add_argument("--run", required=True, metavar="FILE")
-    gate_opts(bu, ["profile", "baseline-dir", "prune"])
+    _gate_opts(bu, ["profile", "baseline-dir", "prune"])
     bu.set_defaults(func=cmd_baseline_update)
     bm = bsub.add_parser("migrate", help="rewrite schema-1 baselines (cells keyed by test name) to schema 2 (keyed "
                                          "by test file path and name), every profile, refusing ambiguity")
-    gate_opts(bm, ["baseline-dir"])
+    _gate_opts(bm, ["baseline-dir"])
     bm.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
     bm.set_defaults(func=cmd_baseline_migrate)
 
+
+def _add_report(sub: Any) -> None:
     rp = sub.add_parser("report", help="compare a saved run with its baselines; write md/HTML/CSV/JUnit/plots")
     rp.add_argument("--run", required=True, metavar="FILE", help="saved with pytest --odqa-save-run FILE")
     rp.add_argument("--out", default="reports", metavar="DIR", help="Default: reports")
-    gate_opts(rp, ["profile", "baseline-dir", "strict", "correction"])
+    _gate_opts(rp, ["profile", "baseline-dir", "strict", "correction"])
     rp.set_defaults(func=cmd_report)
 
+
+def _add_cache(sub: Any) -> None:
     ca = sub.add_parser("cache", help="list or clear the token/embedding/model caches")
     ca.add_argument("action", choices=["list", "clear"])
     ca.add_argument("--kind", help="only this kind (tokens, embeddings, models, dpr)")
     ca.set_defaults(func=cmd_cache)
 
+
+def _add_eval_rag(sub: Any) -> None:
     from .evalrag_cli import add_eval_rag_parser
 
     _extension_opts(add_eval_rag_parser(sub))
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -248,6 +248,18 @@ class OdqaSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _summary(sess: OdqaSession, verbose: bool) -> list[str]:
+    """The session's own lines, then the gate's verdict (or the count recorded with the gate off)."""
+    lines = list(sess.lines)
+    if sess.result is not None:
+        from .report.terminal import summary_lines
+
+        lines += summary_lines(sess.result, sess.profile, sess.report_dir, verbose)
+    elif sess.records and not sess.update and sess.no_gate:
+        lines.append(f"odqa-bench: {len(sess.records)} metrics recorded (gate off)")
+    return lines
+
+
 def _new_files(folder: Path, since: float, known: set[Path]) -> list[Path]:
     """Files under ``folder`` modified since the session started, other than ``known``."""
     if not folder.is_dir():
@@ -301,9 +313,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if sess is None or not sess.active:
         return
     try:
-        from .report.terminal import summary_lines
-
-        lines = summary_lines(sess, verbose=config.getoption("verbose") > 0)
+        lines = _summary(sess, verbose=config.getoption("verbose") > 0)
     except Exception as exc:  # never raise from this hook
         lines = [f"odqa-bench: could not render the summary ({type(exc).__name__}: {exc})"]
     if lines:

@@ -21,6 +21,7 @@ from odqa_core.encoders import backends, onnx_export  # noqa: E402
 from odqa_core.encoders.backends import BACKENDS, wrap_backend  # noqa: E402
 from odqa_core.encoders.minilm import HFEncoder  # noqa: E402
 from odqa_core.encoders.tiny import tiny_bert  # noqa: E402
+from odqa_core.retrieval.dense import default_probe_texts  # noqa: E402
 
 needs_onnx = pytest.mark.skipif(not backends._onnx_available(), reason="onnx / onnxruntime not installed")
 needs_openvino = pytest.mark.skipif(not backends._openvino_available(), reason="openvino / onnx not installed")
@@ -328,7 +329,7 @@ def test_onnx_matches_torch(tiny: HFEncoder, tmp_cache: Path) -> None:
     fp32 = wrap_backend(tiny, "onnx-fp32", max_tokens=48).encode(TEXTS)
     assert float((fp32 * ref).sum(1).min()) >= 0.9999
     np.testing.assert_allclose(fp32, one_by_one(tiny, TEXTS), atol=1e-5)
-    int8 = wrap_backend(tiny, "onnx-int8", max_tokens=48).encode(TEXTS)
+    int8 = wrap_backend(tiny, "onnx-int8", max_tokens=48, probe_texts=default_probe_texts).encode(TEXTS)
     assert float((int8 * ref).sum(1).min()) >= 0.99
     assert not np.allclose(int8, fp32, atol=1e-7)  # it really is another graph
 
@@ -366,9 +367,9 @@ def test_onnx_cache_hit_and_corrupt_rebuild(tiny: HFEncoder, tmp_cache: Path, mo
     first = wrap_backend(tiny, "onnx-fp32").encode(TEXTS)
     assert calls == {"export": 1, "quantize": 0}
     np.testing.assert_allclose(wrap_backend(tiny, "onnx-fp32").encode(TEXTS), first, atol=1e-7)
-    int8 = wrap_backend(tiny, "onnx-int8").encode(TEXTS)
+    int8 = wrap_backend(tiny, "onnx-int8", probe_texts=default_probe_texts).encode(TEXTS)
     assert calls == {"export": 1, "quantize": 1}  # int8 is quantised from the cached float32 graph
-    wrap_backend(tiny, "onnx-int8").encode(TEXTS)
+    wrap_backend(tiny, "onnx-int8", probe_texts=default_probe_texts).encode(TEXTS)
     assert calls == {"export": 1, "quantize": 1}
     graphs = cached_graphs(tmp_cache)
     assert set(graphs) == {"fp32", "int8"} and all(p.is_file() for p in graphs.values())
@@ -380,7 +381,8 @@ def test_onnx_cache_hit_and_corrupt_rebuild(tiny: HFEncoder, tmp_cache: Path, mo
     data = bytearray(graphs["int8"].read_bytes())  # same size, damaged weights: only the checksum sees it
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
     graphs["int8"].write_bytes(bytes(data))
-    np.testing.assert_allclose(wrap_backend(tiny, "onnx-int8").encode(TEXTS), int8, atol=1e-6)
+    again = wrap_backend(tiny, "onnx-int8", probe_texts=default_probe_texts).encode(TEXTS)
+    np.testing.assert_allclose(again, int8, atol=1e-6)
     assert calls == {"export": 2, "quantize": 2}
 
 
@@ -495,7 +497,7 @@ def test_int8_probe_decides_the_ffn_down_projections(tiny: HFEncoder, tmp_cache:
     import onnx
 
     def decided(**kw: object) -> tuple[bool, int]:
-        w = wrap_backend(tiny, "onnx-int8", **kw)  # type: ignore[arg-type]
+        w = wrap_backend(tiny, "onnx-int8", probe_texts=default_probe_texts, **kw)  # type: ignore[arg-type]
         w.encode(TEXTS[:2])
         metas = {p.with_suffix(".onnx"): json.loads(p.read_text()) for p in (tmp_cache / "onnx").glob("*.json")}
         path, meta = next((p, m) for p, m in metas.items()
@@ -507,6 +509,25 @@ def test_int8_probe_decides_the_ffn_down_projections(tiny: HFEncoder, tmp_cache:
     assert decided(min_probe_cosine=0.5) == (False, 0)  # the probe passes: every matmul int8
     keep, n_fp32 = decided(min_probe_cosine=1.0)  # no int8 graph reaches cosine 1 everywhere
     assert keep and n_fp32 == tiny.model.config.num_hidden_layers
+
+
+@needs_onnx
+def test_int8_probe_embeds_the_texts_it_is_given(tiny: HFEncoder, tmp_cache: Path) -> None:
+    """The probe takes its texts from the caller: none given is one clear error (unless
+    fp32_ffn_down settles it), and other texts make another probe; dense retrieval passes the
+    embedded sample's."""
+    with pytest.raises(OdqaBenchError, match="pass probe_texts"):
+        wrap_backend(tiny, "onnx-int8").encode(TEXTS[:2])
+    assert wrap_backend(tiny, "onnx-int8", fp32_ffn_down=False).encode(TEXTS[:2]).shape == (2, tiny.dim)
+    w = wrap_backend(tiny, "onnx-int8")
+    texts = backends.ProbeTexts(("one passage", "another passage"), ("a question",))
+    probe = w.probe(tiny.model, texts)
+    assert sum(len(f["input_ids"]) for f in probe.feeds) == 2 + 1 + 1  # passages, one long join, query
+    assert probe.sha != w.probe(tiny.model, default_probe_texts()).sha
+    from odqa_core.retrieval import get_retriever
+
+    dense = get_retriever("dense", model="tiny", size="L1", backend="onnx-int8")
+    assert dense.encoder.probe_texts is default_probe_texts  # type: ignore[attr-defined]
 
 
 # --- real models on real data (realdata): int8 against the torch float32 reference ---------------
@@ -545,7 +566,7 @@ def real_encoders() -> dict[str, dict[str, object]]:
     out = {}
     for family, size in (("minilm", "L6"), ("e5-small", REAL_E5_SIZE)):
         enc = _real_encoder(family, size)
-        out[family] = {"fp32": enc, "onnx-int8": wrap_backend(enc, "onnx-int8")}
+        out[family] = {"fp32": enc, "onnx-int8": wrap_backend(enc, "onnx-int8", probe_texts=default_probe_texts)}
         if backends._openvino_available():
             out[family]["openvino-int8"] = wrap_backend(enc, "openvino-int8")
     return out

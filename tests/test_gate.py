@@ -239,6 +239,29 @@ def test_correction_changes_only_adjusted_p() -> None:
     assert [c.cell for c in holm.by_status("regressed")] == ["test_r[c0]"]
 
 
+def test_terminal_summary_reads_the_result_alone() -> None:
+    """The summary is rendered from the gate's result: the correction and alpha it decided with,
+    failures with their worst queries, improvements, and the warnings folded into one line."""
+    from odqa_core.report.terminal import summary_lines
+
+    base = {name: _vec(40 + i) for i, name in enumerate(["reg", "imp"])}
+    old = [_rec(f"test_r[{k}]", "hit@5", v) for k, v in base.items()]
+    new = [_rec("test_r[reg]", "hit@5", _flip(base["reg"], down=12)),
+           _rec("test_r[imp]", "hit@5", _flip(base["imp"], up=12)), _rec("test_r[fresh]", "hit@5", _vec(98))]
+    res = run_gate(new, {"retrieval": _baseline(old)}, _cfg(alpha=0.1), correction="bh")
+    assert (res.correction, res.alpha) == ("bh", 0.1)
+    lines = summary_lines(res, "quick", verbose=True)
+    assert lines[0] == "odqa-bench gate (profile quick, correction bh, alpha 0.1): 1 improved, 1 new, 1 regressed"
+    assert lines[1].startswith("FAIL REGRESSED retrieval::test_r[reg] hit@5")
+    assert lines[2].startswith("    worst queries of test_r[reg] hit@5: ") and "(1 -> 0)" in lines[2]
+    assert lines[3].startswith("improved retrieval::test_r[imp] hit@5")
+    assert lines[5].startswith(f"odqa-bench: {len(res.warnings)} warning(s): ")
+    assert lines[5].endswith(", 1 no baseline; details with -v or --odqa-report DIR")
+    assert lines[6:] == [f"warning: {w}" for w in res.warnings] and len(lines) == 6 + len(res.warnings)
+    assert summary_lines(res, "full", report_dir="out")[-1].endswith("details in out/summary.md")
+    assert run_gate(new, {"retrieval": _baseline(old)}, _cfg()).correction == "holm"  # the config's default
+
+
 def test_regressed_queries_carry_their_gold_rank_move():
     from odqa_core.baseline import GateConfig, Record, build_baseline, records_to_cells, run_gate
     from odqa_core.report import to_markdown

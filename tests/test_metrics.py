@@ -3,6 +3,7 @@ hypothesis properties of every metric, and hand-worked SQuAD/KorQuAD EM/F1 cases
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,6 @@ from odqa_core.metrics import (
 )
 from odqa_core.retrieval import Run, get_retriever, retrieve
 
-pytrec_eval = pytest.importorskip("pytrec_eval")
-
 HYP = settings(max_examples=80, deadline=None, database=None, derandomize=True)
 
 # trec_eval measure -> our metric. recip_rank has no cut-off; on a run of depth 100 it is mrr@100.
@@ -45,7 +44,13 @@ def _judged(qrels: dict[str, dict[str, int]]) -> list[str]:
     return [q for q, g in qrels.items() if any(v > 0 for v in g.values())]
 
 
-def _trec_diffs(run: Run, qrels: dict[str, dict[str, int]], pairs: dict[str, str] = TREC_PAIRS,
+@pytest.fixture(scope="module")
+def pytrec_eval() -> Any:
+    """The trec_eval bindings; only the parity tests need them, so only they skip without them."""
+    return pytest.importorskip("pytrec_eval")
+
+
+def _trec_diffs(pytrec_eval: Any, run: Run, qrels: dict[str, dict[str, int]], pairs: dict[str, str] = TREC_PAIRS,
                 measures: set[str] = TREC_MEASURES) -> dict[str, float]:
     """Largest per-query |ours - trec_eval| for each measure, over queries both report."""
     ref = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run.to_dict())
@@ -73,18 +78,18 @@ def korquad(module_cache: object, data_root: object) -> Dataset:
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "tfidf"])
-def test_trec_eval_parity_scifact(scifact: Dataset, retriever: str) -> None:
+def test_trec_eval_parity_scifact(pytrec_eval: Any, scifact: Dataset, retriever: str) -> None:
     run = retrieve(get_retriever(retriever, tokenizer="regex").index(scifact.corpus), scifact, 100)
     assert run.query_ids == scifact.query_ids and (run.indices[:, 99] >= 0).all()
-    diffs = _trec_diffs(run, scifact.qrels)
+    diffs = _trec_diffs(pytrec_eval, run, scifact.qrels)
     print(f"scifact {retriever}: largest per-query |ours - trec_eval| = {max(diffs.values()):.3g}")
     assert max(diffs.values()) <= 1e-12, diffs
 
 
 @pytest.mark.parametrize("retriever", ["bm25", "tfidf"])
-def test_trec_eval_parity_korquad_dev(korquad: Dataset, retriever: str) -> None:
+def test_trec_eval_parity_korquad_dev(pytrec_eval: Any, korquad: Dataset, retriever: str) -> None:
     run = retrieve(get_retriever(retriever, tokenizer="regex").index(korquad.corpus), korquad, 100)
-    diffs = _trec_diffs(run, korquad.qrels)
+    diffs = _trec_diffs(pytrec_eval, run, korquad.qrels)
     assert max(diffs.values()) <= 1e-12, diffs
     hit10 = evaluate(run, korquad.qrels, ["hit@10"])["hit@10"].mean()
     assert 0.3 < hit10 < 1.0  # a real run, neither empty nor perfect
@@ -109,12 +114,12 @@ def _graded_case() -> tuple[dict[str, dict[str, int]], Run]:
     return qrels, Run.from_dict(results)
 
 
-def test_graded_trec_eval_parity() -> None:
+def test_graded_trec_eval_parity(pytrec_eval: Any) -> None:
     qrels, run = _graded_case()
     assert any(v > 1 for g in qrels.values() for v in g.values()) and any(v < 0 for g in qrels.values() for v in g.values())
     pairs = {"ndcg_cut_5": "ndcg@5", "ndcg_cut_10": "ndcg@10", "P_5": "precision@5", "recall_10": "recall@10",
              "map_cut_10": "map@10", "success_1": "hit@1", "success_10": "hit@10", "recip_rank": "mrr@18"}
-    diffs = _trec_diffs(run, qrels, pairs, {"ndcg_cut.5,10", "P.5", "recall.10", "map_cut.10", "success.1,10", "recip_rank"})
+    diffs = _trec_diffs(pytrec_eval, run, qrels, pairs, {"ndcg_cut.5,10", "P.5", "recall.10", "map_cut.10", "success.1,10", "recip_rank"})
     assert max(diffs.values()) <= 1e-12, diffs
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"P.5"}).evaluate(run.to_dict())
     ours = evaluate(run, qrels, ["precision@5", "ndcg@10"])
@@ -195,7 +200,7 @@ def test_metrics_bounded_and_monotone(case: tuple[dict, dict]) -> None:
 
 @HYP
 @given(qrels_and_results())
-def test_metrics_match_trec_eval_with_ties(case: tuple[dict, dict]) -> None:
+def test_metrics_match_trec_eval_with_ties(pytrec_eval: Any, case: tuple[dict, dict]) -> None:
     qrels, results = case
     run = Run.from_dict(results, k=12)
     if not _judged(qrels) or not any(results.values()):

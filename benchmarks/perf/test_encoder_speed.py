@@ -29,6 +29,7 @@ pytest.importorskip("transformers", reason="transformers not installed")
 
 from odqa_core.encoders import get_encoder  # noqa: E402
 from odqa_core.encoders.backends import BackendEncoder, cpu_bf16_native, wrap_backend  # noqa: E402
+from odqa_core.retrieval.dense import default_probe_texts  # noqa: E402
 
 SEED = 0
 SAMPLE = 64
@@ -72,7 +73,7 @@ def base_encoder(family: str, size: str, max_length: int, device: str = "cpu") -
 
 @cache
 def backend_encoder(family: str, size: str, max_length: int, backend: str, device: str = "cpu") -> BackendEncoder:
-    return wrap_backend(base_encoder(family, size, max_length, device), backend)
+    return wrap_backend(base_encoder(family, size, max_length, device), backend, probe_texts=default_probe_texts)
 
 
 def timed_ratio(reference: Any, ours: Any) -> tuple[float, float, float]:

@@ -30,6 +30,10 @@ DEFAULT_REGENERATE = "pytest {file} --odqa-update-baselines"
 
 _FOLD = re.compile(r"fold=\d+")
 
+# one cell's (cell id, baseline metric entry, current record) within a (suite, fold group, metric) group
+Entry = tuple[str, dict[str, Any] | None, Record | None]
+GroupKey = tuple[str, str, str]
+
 
 def fold_group(cell: str) -> str:
     """The id shared by a cell's folds (``.../fold=3/...`` -> ``.../fold=*/...``)."""
@@ -92,9 +96,14 @@ class GateWarning(str):
 
 @dataclass
 class GateResult:
+    """Every comparison of a run, the failures and warnings among them, and the ``correction``
+    and ``alpha`` the verdicts were decided with."""
+
     comparisons: list[Comparison]
     failures: list[str]
     warnings: list[GateWarning]
+    correction: str
+    alpha: float
 
     @property
     def ok(self) -> bool:
@@ -112,7 +121,7 @@ class GateResult:
         return [c for c in self.comparisons if c.status == status]
 
 
-def _pool(entries: list[tuple[str, dict[str, Any] | None, Record | None]]) -> dict[str, Any]:
+def _pool(entries: list[Entry]) -> dict[str, Any]:
     """Pool the fold cells of one group for one metric."""
     base_vals, cur_vals, base_vecs, cur_vecs, ids, pairable = [], [], [], [], [], True
     for _cell, b, r in entries:
@@ -158,6 +167,18 @@ def _mde_warning(suite: str, group: str, metric: str, tol: Tolerance, baseline: 
             f"of its {n} queries (alpha {cfg.alpha}, power {cfg.power}); smaller drops cannot be told from noise")
 
 
+@dataclass
+class _Groups:
+    """Records grouped for judging: (suite, fold group, metric) -> entries, each group's kind and
+    direction, and the cells refused or compared despite changed settings (with their notes)."""
+
+    entries: dict[GroupKey, list[Entry]] = field(default_factory=dict)
+    meta: dict[GroupKey, tuple[str, bool]] = field(default_factory=dict)
+    refusal: dict[tuple[str, str], str] = field(default_factory=dict)
+    changed: dict[tuple[str, str], str] = field(default_factory=dict)
+    seen_cells: set[tuple[str, str]] = field(default_factory=set)
+
+
 def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None], cfg: GateConfig,
              strict: bool = False, correction: str | None = None, regenerate: str = DEFAULT_REGENERATE,
              compare_changed_settings: str = "") -> GateResult:
@@ -167,80 +188,110 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
     explicit encoder backend: "what would switching do?"); empty refuses them."""
     correction = correction or cfg.correction
     warnings: list[GateWarning] = []
-    # (suite, group, metric) -> list of (cell, baseline entry, record)
-    groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]] = {}
-    meta: dict[tuple[str, str, str], tuple[str, bool]] = {}
-    refusal: dict[tuple[str, str], str] = {}
-    changed: dict[tuple[str, str], str] = {}
-    seen_cells: set[tuple[str, str]] = set()
-    for r in records:
-        base = baselines.get(r.suite)
-        bcell = (base or {}).get("cells", {}).get(r.cell)
-        seen_cells.add((r.suite, r.cell))
-        diff = settings_diff(bcell.get("settings") or {}, r.settings) if bcell and r.settings else []
-        if bcell and r.dataset_sha256 and bcell.get("dataset_sha256") and bcell["dataset_sha256"] != r.dataset_sha256:
-            refusal[(r.suite, r.cell)] = (f"dataset sha256 differs from the baseline's ({bcell['dataset_sha256'][:12]}…): "
-                                          "comparison refused; if the data change is intended, regenerate the "
-                                          f"baseline: {regenerate.format(file=_cell_file(r.cell))}")
-        elif diff and compare_changed_settings:
-            changed[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): compared as asked "
-                                          f"by {compare_changed_settings}")
-        elif diff:
-            like = (f"; or compare like with like: --odqa-encoder-backend {bcell['settings'][BACKEND]}"
-                    if any(d.startswith(f"{BACKEND} ") for d in diff) else "")
-            refusal[(r.suite, r.cell)] = (f"settings differ from the baseline's ({'; '.join(diff)}): comparison refused; "
-                                          f"regenerate the baseline: {regenerate.format(file=_cell_file(r.cell))}{like}")
-        bm = (bcell or {}).get("metrics", {}).get(r.metric)
-        key = (r.suite, fold_group(r.cell), r.metric)
-        groups.setdefault(key, []).append((r.cell, bm, r))
-        meta[key] = (r.kind, r.higher_is_better)
-    comps: list[Comparison] = []
-    for (suite, group, metric), entries in sorted(groups.items()):
-        kind, hib = meta[(suite, group, metric)]
-        if kind == "info":
-            continue
-        tol = cfg.tolerance(suite, group, metric, kind)
-        pooled = _pool(entries)
-        cur = float(np.mean(pooled["cur_vec"])) if pooled["pairable"] else float(np.mean(pooled["cur_vals"]))
-        comp = Comparison(suite, group, metric, kind, hib, None, cur, tol, folds=pooled["cur_vals"] if len(entries) > 1 else [])
-        mism = [c for c, _b, _r in entries if (suite, c) in refusal]
-        if mism:
-            comp.status = "refused"
-            comp.note = refusal[(suite, mism[0])]
-            comps.append(comp)
-            continue
-        if not pooled["base_vals"] or len(pooled["base_vals"]) < len(entries):
-            comp.status = "new"
-            comp.note = "no baseline for this cell"
-            comps.append(comp)
-            continue
-        moved = [changed[(suite, c)] for c, _b, _r in entries if (suite, c) in changed]
-        if moved:
-            comp.note = moved[0]
-        comp.baseline = float(np.mean(pooled["base_vec"])) if pooled["pairable"] else float(np.mean(pooled["base_vals"]))
-        comp.baseline_folds = pooled["base_vals"] if len(entries) > 1 else []
-        comp.delta = comp.current - comp.baseline  # type: ignore[operator]
-        if pooled["pairable"]:
-            b, c = pooled["base_vec"], pooled["cur_vec"]
-            pr = paired_test(b, c, hib, cfg.permutations, cfg.bootstrap, seed_for(suite, group, metric))
-            comp.p_value, comp.ci, comp.n = pr.p_value, (pr.ci_low, pr.ci_high), pr.n
-            comp.mde = mde(b, cfg.alpha, cfg.power, cfg.mde_rho)
-            d = (c - b) if hib else (b - c)
-            order = np.argsort(d, kind="stable")
-            ids = pooled["ids"]
-            comp.worse = [(ids[i], float(b[i]), float(c[i])) for i in order[:10] if d[i] < 0]
-            comp.better = [(ids[i], float(b[i]), float(c[i])) for i in order[::-1][:10] if d[i] > 0]
-            if tol.allowed(comp.baseline) < comp.mde:
-                warnings.append(GateWarning(_mde_warning(suite, group, metric, tol, comp.baseline, comp.mde, pr.n, cfg),
-                                            "mde"))
-        elif kind == "quality":
-            comp.note = ((comp.note + "; ") if comp.note else "") + ("per-query vectors do not pair (query set "
-                                                                    "changed?): judged on the mean alone")
-        comps.append(comp)
+    groups = _group(records, baselines, regenerate, compare_changed_settings)
+    comps = [c for key in sorted(groups.entries) if (c := _compare(key, groups, cfg, warnings)) is not None]
     # multiple comparisons across the whole run
     with_p = [c for c in comps if c.p_value is not None]
     for c, pa in zip(with_p, adjust([c.p_value for c in with_p], correction)):  # type: ignore[misc]
         c.p_adjusted = pa
+    failures = _decide(comps, cfg, strict, warnings)
+    _attach_ranks(comps, records, baselines, groups.entries)
+    comps += _missing(baselines, groups.seen_cells)
+    return GateResult(comps, failures, warnings, correction, cfg.alpha)
+
+
+def _group(records: list[Record], baselines: dict[str, dict[str, Any] | None], regenerate: str,
+           compare_changed_settings: str) -> _Groups:
+    """Each record with its baseline entry, under its fold group; cells whose data or settings
+    moved are noted as refused (or as compared anyway when ``compare_changed_settings`` asks)."""
+    out = _Groups()
+    for r in records:
+        bcell = ((baselines.get(r.suite) or {}).get("cells", {})).get(r.cell)
+        out.seen_cells.add((r.suite, r.cell))
+        _note_moved(out, r, bcell, regenerate, compare_changed_settings)
+        bm = (bcell or {}).get("metrics", {}).get(r.metric)
+        key = (r.suite, fold_group(r.cell), r.metric)
+        out.entries.setdefault(key, []).append((r.cell, bm, r))
+        out.meta[key] = (r.kind, r.higher_is_better)
+    return out
+
+
+def _note_moved(out: _Groups, r: Record, bcell: dict[str, Any] | None, regenerate: str,
+                compare_changed_settings: str) -> None:
+    """Refuse a cell whose dataset sha256 or settings differ from its baseline's, or note that
+    it is compared anyway as asked."""
+    diff = settings_diff(bcell.get("settings") or {}, r.settings) if bcell and r.settings else []
+    where = (r.suite, r.cell)
+    if bcell and r.dataset_sha256 and bcell.get("dataset_sha256") and bcell["dataset_sha256"] != r.dataset_sha256:
+        out.refusal[where] = (f"dataset sha256 differs from the baseline's ({bcell['dataset_sha256'][:12]}…): "
+                              "comparison refused; if the data change is intended, regenerate the "
+                              f"baseline: {regenerate.format(file=_cell_file(r.cell))}")
+    elif diff and compare_changed_settings:
+        out.changed[where] = (f"settings differ from the baseline's ({'; '.join(diff)}): compared as asked "
+                              f"by {compare_changed_settings}")
+    elif diff:
+        like = (f"; or compare like with like: --odqa-encoder-backend {bcell['settings'][BACKEND]}"  # type: ignore[index]
+                if any(d.startswith(f"{BACKEND} ") for d in diff) else "")
+        out.refusal[where] = (f"settings differ from the baseline's ({'; '.join(diff)}): comparison refused; "
+                              f"regenerate the baseline: {regenerate.format(file=_cell_file(r.cell))}{like}")
+
+
+def _compare(key: GroupKey, groups: _Groups, cfg: GateConfig, warnings: list[GateWarning]) -> Comparison | None:
+    """One group's comparison with its baseline (None for ``info`` metrics, which are never judged);
+    its status is settled later by :func:`_decide` unless it is ``refused`` or ``new``."""
+    suite, group, metric = key
+    entries = groups.entries[key]
+    kind, hib = groups.meta[key]
+    if kind == "info":
+        return None
+    tol = cfg.tolerance(suite, group, metric, kind)
+    pooled = _pool(entries)
+    cur = float(np.mean(pooled["cur_vec"])) if pooled["pairable"] else float(np.mean(pooled["cur_vals"]))
+    comp = Comparison(suite, group, metric, kind, hib, None, cur, tol, folds=pooled["cur_vals"] if len(entries) > 1 else [])
+    mism = [c for c, _b, _r in entries if (suite, c) in groups.refusal]
+    if mism:
+        comp.status, comp.note = "refused", groups.refusal[(suite, mism[0])]
+        return comp
+    if not pooled["base_vals"] or len(pooled["base_vals"]) < len(entries):
+        comp.status, comp.note = "new", "no baseline for this cell"
+        return comp
+    moved = [groups.changed[(suite, c)] for c, _b, _r in entries if (suite, c) in groups.changed]
+    if moved:
+        comp.note = moved[0]
+    comp.baseline = float(np.mean(pooled["base_vec"])) if pooled["pairable"] else float(np.mean(pooled["base_vals"]))
+    comp.baseline_folds = pooled["base_vals"] if len(entries) > 1 else []
+    comp.delta = comp.current - comp.baseline  # type: ignore[operator]
+    if pooled["pairable"]:
+        _paired(comp, pooled, cfg, warnings)
+    elif kind == "quality":
+        comp.note = ((comp.note + "; ") if comp.note else "") + ("per-query vectors do not pair (query set "
+                                                                "changed?): judged on the mean alone")
+    return comp
+
+
+def _paired(comp: Comparison, pooled: dict[str, Any], cfg: GateConfig, warnings: list[GateWarning]) -> None:
+    """The paired randomization test, the minimum detectable effect (warned about when the
+    tolerance is below it) and the queries that moved most, on the pooled per-query vectors."""
+    b, c = pooled["base_vec"], pooled["cur_vec"]
+    hib = comp.higher_is_better
+    pr = paired_test(b, c, hib, cfg.permutations, cfg.bootstrap, seed_for(comp.suite, comp.cell, comp.metric))
+    comp.p_value, comp.ci, comp.n = pr.p_value, (pr.ci_low, pr.ci_high), pr.n
+    comp.mde = mde(b, cfg.alpha, cfg.power, cfg.mde_rho)
+    d = (c - b) if hib else (b - c)
+    order = np.argsort(d, kind="stable")
+    ids = pooled["ids"]
+    comp.worse = [(ids[i], float(b[i]), float(c[i])) for i in order[:10] if d[i] < 0]
+    comp.better = [(ids[i], float(b[i]), float(c[i])) for i in order[::-1][:10] if d[i] > 0]
+    if comp.tolerance.allowed(comp.baseline) < comp.mde:  # type: ignore[arg-type]
+        text = _mde_warning(comp.suite, comp.cell, comp.metric, comp.tolerance, comp.baseline,  # type: ignore[arg-type]
+                            comp.mde, pr.n, cfg)
+        warnings.append(GateWarning(text, "mde"))
+
+
+def _decide(comps: list[Comparison], cfg: GateConfig, strict: bool, warnings: list[GateWarning]) -> list[str]:
+    """Settle each comparison's status and return the failures: a drop beyond tolerance that is
+    significant after correction regresses; refused and new cells fail only in ``strict`` mode
+    (else one warning per cell)."""
     failures: list[str] = []
     told: set[tuple[str, str, str]] = set()
     for c in comps:
@@ -262,17 +313,22 @@ def run_gate(records: list[Record], baselines: dict[str, dict[str, Any] | None],
                 c.note = (c.note + "; " if c.note else "") + "drop beyond tolerance but not significant"
         elif -c.drop > allowed + 1e-12:
             c.status = "improved"
-    _attach_ranks(comps, records, baselines, groups)
+    return failures
+
+
+def _missing(baselines: dict[str, dict[str, Any] | None], seen_cells: set[tuple[str, str]]) -> list[Comparison]:
+    """Baseline cells of the suites that ran which this run did not record."""
+    out = []
     for suite, base in sorted(baselines.items()):
         for cell in sorted((base or {}).get("cells", {})):
             if (suite, cell) not in seen_cells and any(s == suite for s, _ in seen_cells):
-                comps.append(Comparison(suite, cell, "*", "quality", True, None, None, Tolerance(), status="missing",
-                                        note="in the baseline but not run"))
-    return GateResult(comps, failures, warnings)
+                out.append(Comparison(suite, cell, "*", "quality", True, None, None, Tolerance(), status="missing",
+                                      note="in the baseline but not run"))
+    return out
 
 
 def _attach_ranks(comps: list[Comparison], records: list[Record], baselines: dict[str, dict[str, Any] | None],
-                  groups: dict[tuple[str, str, str], list[tuple[str, dict[str, Any] | None, Record | None]]]) -> None:
+                  groups: dict[GroupKey, list[Entry]]) -> None:
     """For regressed metrics, note each worst query's gold rank before and after, where the cell
     recorded a ``gold_rank`` vector (kind info) in both the baseline and this run."""
     ranks: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}

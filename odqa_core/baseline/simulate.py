@@ -143,14 +143,7 @@ def simulate_gate(per_query: Sequence[float] | np.ndarray, effects: Sequence[flo
     corrections = [correction] if isinstance(correction, str) else list(correction)
     tol = tolerance if isinstance(tolerance, Tolerance) else Tolerance(abs=float(tolerance))
     effects = [float(e) for e in effects]
-    if n < 2 or not np.all(np.isfinite(x)) or np.any(x < 0):
-        raise OdqaBenchError("simulate: per_query must hold at least 2 finite, non-negative values")
-    if grid < 1 or runs < 1 or not 0 < churn <= 1 or not 0 < alpha < 1 or permutations < 1:
-        raise OdqaBenchError("simulate: need grid >= 1, runs >= 1, 0 < churn <= 1, 0 < alpha < 1, permutations >= 1")
-    if unknown := [c for c in corrections if c not in CORRECTIONS]:
-        raise OdqaBenchError(f"simulate: correction {unknown[0]!r}; choose {', '.join(CORRECTIONS)}")
-    if any(e > 0 for e in effects):
-        raise OdqaBenchError(f"simulate: effects are drops (<= 0), got {effects}")
+    _check_simulation(x, effects, corrections, runs, grid, alpha, churn, permutations)
     rng = np.random.default_rng(seed)
     base_mean = float(x.mean())
     false_alarm = {c: 0 for c in corrections}
@@ -191,6 +184,19 @@ def simulate_gate(per_query: Sequence[float] | np.ndarray, effects: Sequence[flo
         "null_cell_fail_rate": {c: null_cells_failed[c] / (runs * grid) for c in corrections},
         "power": {c: {e: detected[c][e] / runs for e in effects} for c in corrections},
     }
+
+
+def _check_simulation(x: np.ndarray, effects: list[float], corrections: list[str], runs: int, grid: int,
+                      alpha: float, churn: float, permutations: int) -> None:
+    """One clear error for any argument of :func:`simulate_gate` out of its range."""
+    if len(x) < 2 or not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise OdqaBenchError("simulate: per_query must hold at least 2 finite, non-negative values")
+    if grid < 1 or runs < 1 or not 0 < churn <= 1 or not 0 < alpha < 1 or permutations < 1:
+        raise OdqaBenchError("simulate: need grid >= 1, runs >= 1, 0 < churn <= 1, 0 < alpha < 1, permutations >= 1")
+    if unknown := [c for c in corrections if c not in CORRECTIONS]:
+        raise OdqaBenchError(f"simulate: correction {unknown[0]!r}; choose {', '.join(CORRECTIONS)}")
+    if any(e > 0 for e in effects):
+        raise OdqaBenchError(f"simulate: effects are drops (<= 0), got {effects}")
 
 
 def quality_comparisons(baseline: dict[str, Any]) -> int:

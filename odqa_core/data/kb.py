@@ -49,6 +49,16 @@ def load_kb(path: str | Path, split: int | None = None, columns: Sequence[str] |
     TSV with ``column_names=["title", "text"]``. Returns the corpus and the file's sha256;
     passage ids are ``<row>-<chunk>``, rows counted without the header."""
     path = Path(path)
+    raw, rows = _read_rows(path)
+    names, where, rows = _columns(path, rows, columns)
+    return _passages(path, rows, names, where, split), sha256_bytes(raw)
+
+
+Row = tuple[int, list[str]]  # (file line the row ends on, its cells)
+
+
+def _read_rows(path: Path) -> tuple[bytes, list[Row]]:
+    """The file's bytes and its non-blank rows, tab- or comma-separated as its first line says."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -68,6 +78,12 @@ def load_kb(path: str | Path, split: int | None = None, columns: Sequence[str] |
         raise OdqaBenchError(f"{path}: unreadable {kind} ({exc})") from None
     if not rows:
         raise OdqaBenchError(f"{path}: the knowledge base is empty")
+    return raw, rows
+
+
+def _columns(path: Path, rows: list[Row], columns: Sequence[str] | None) -> tuple[list[str], str, list[Row]]:
+    """The column names (from the header row, or ``columns`` for a headerless file), where they
+    came from (for error lines), and the data rows."""
     if columns is None:
         line, header = rows[0]
         names = _names(header)
@@ -77,16 +93,18 @@ def load_kb(path: str | Path, split: int | None = None, columns: Sequence[str] |
             raise OdqaBenchError(
                 f"{path}:{line}: no header row naming the columns 'title' and 'text' ({lack}the first line "
                 f"holds {_shown(header)}); add one, or name a headerless file's columns with --kb_columns title,text")
-        where = "the header row"
-        rows = rows[1:]
-    else:
-        names = _names(columns)
-        if not set(KB_COLUMNS) <= set(names):
-            raise OdqaBenchError(f"column names {_shown(list(columns))} lack 'title' or 'text'")
-        if set(KB_COLUMNS) <= set(_names(rows[0][1])):
-            raise OdqaBenchError(f"{path}:{rows[0][0]}: the first line is a header ({_shown(rows[0][1])}), but column "
-                                 "names were given for a headerless file; drop --kb_columns")
-        where = "--kb_columns"
+        return names, "the header row", rows[1:]
+    names = _names(columns)
+    if not set(KB_COLUMNS) <= set(names):
+        raise OdqaBenchError(f"column names {_shown(list(columns))} lack 'title' or 'text'")
+    if set(KB_COLUMNS) <= set(_names(rows[0][1])):
+        raise OdqaBenchError(f"{path}:{rows[0][0]}: the first line is a header ({_shown(rows[0][1])}), but column "
+                             "names were given for a headerless file; drop --kb_columns")
+    return names, "--kb_columns", rows
+
+
+def _passages(path: Path, rows: list[Row], names: list[str], where: str, split: int | None) -> Corpus:
+    """One passage per row, or per ``split``-word chunk of its text, ids ``<row>-<chunk>``."""
     i_title, i_text = _column_positions(path, names, where)
     ids: list[str] = []
     titles: list[str] = []
@@ -102,4 +120,4 @@ def load_kb(path: str | Path, split: int | None = None, columns: Sequence[str] |
             texts.append(chunk)
     if not ids:
         raise OdqaBenchError(f"{path}: the knowledge base is empty")
-    return Corpus(ids, titles, texts, list(titles)), sha256_bytes(raw)
+    return Corpus(ids, titles, texts, list(titles))

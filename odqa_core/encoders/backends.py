@@ -13,8 +13,9 @@ length bucketing (:mod:`odqa_core.encoders.batching`).
   the 30k-passage korquad-open, e5-small L12's hit@1..30 stay within 0.0015 of torch float32
   (``onnx-int8``: 0.011).
 * CPU with only ``onnx`` and ``onnxruntime``: ``onnx-int8``. Which matmuls stay float32 is settled
-  once per model by the int8 probe (:mod:`odqa_core.encoders.onnx_export`), so its embeddings
-  stay at cosine >= 0.99 and its quality within 0.005 on korquad-dev and SciFact.
+  once per model by the int8 probe (:mod:`odqa_core.encoders.onnx_export`) on texts the caller
+  gives (:class:`ProbeTexts`), so its embeddings stay at cosine >= 0.99 and its quality within
+  0.005 on korquad-dev and SciFact.
 * CPU without them: ``torch-bf16`` when the CPU computes bfloat16 natively (AVX512-BF16 or
   AMX), else ``torch-fp32``. Without native support bfloat16 is emulated and slower than
   float32, so ``torch-bf16`` then logs a warning and ``auto`` never picks it.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -63,6 +65,7 @@ __all__ = [
     "CPU_MAX_TOKENS",
     "CUDA_MAX_TOKENS",
     "BackendEncoder",
+    "ProbeTexts",
     "auto_backend",
     "check_backend_name",
     "cpu_bf16_native",
@@ -178,6 +181,15 @@ def resolve_backend(name: str, device: str = "cpu") -> str:
     return backend
 
 
+@dataclass(frozen=True)
+class ProbeTexts:
+    """The texts the int8 probe embeds with the float32 and int8 graphs: ``passages`` (also
+    joined four at a time into long inputs) and ``queries``."""
+
+    passages: tuple[str, ...]
+    queries: tuple[str, ...]
+
+
 def _weights_identity(base: Any, model: Any, tower: str) -> str:
     from .models import state_dict_sha256
 
@@ -193,7 +205,9 @@ class BackendEncoder:
     prefixes, ``device``, optional ``query_model``) run by ``backend`` with length bucketing.
 
     ``batch_size`` in :meth:`encode` is accepted for the :class:`Encoder` protocol; batches are
-    formed by ``max_tokens`` (rows x padded length) and capped at ``max_batch`` rows."""
+    formed by ``max_tokens`` (rows x padded length) and capped at ``max_batch`` rows.
+    ``probe_texts`` (or a function returning them, called when first needed) feed the int8
+    probe; ``onnx-int8`` needs them unless ``onnx.fp32_ffn_down`` settles the question."""
 
     base: Any = field(repr=False)
     backend: str = AUTO
@@ -201,6 +215,7 @@ class BackendEncoder:
     max_batch: int | None = None
     threads: int | None = None
     onnx: OnnxSettings = field(default_factory=OnnxSettings)
+    probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = field(default=None, repr=False)
     device: str = field(default="cpu", init=False)
     _sessions: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _half: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
@@ -260,7 +275,8 @@ class BackendEncoder:
             import onnxruntime as ort
 
             variant = _ONNX_VARIANTS[self.backend]
-            probe = self.probe(model) if variant == "int8" and self.onnx.fp32_ffn_down is None else None
+            decide = variant == "int8" and self.onnx.fp32_ffn_down is None
+            probe = self.probe(model, self._probe_texts()) if decide else None
             path = onnx_model_path(model, _weights_identity(self.base, model, tower), variant, self.onnx, probe)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads or physical_cores()
@@ -289,18 +305,22 @@ class BackendEncoder:
             raise OdqaBenchError(f"openvino cannot compile {path}: {(str(exc).splitlines() or ['?'])[0][:200]}") from None
         return _OpenVinoSession(compiled), [p.get_any_name() for p in compiled.inputs]
 
-    def probe(self, model: Any) -> Probe:
-        """The int8 quality probe: the embedded bilingual sample's passages, concatenations of
-        four of them (long inputs) and its first 20 questions, tokenised as this encoder does."""
-        from ..data import load_dataset
+    def _probe_texts(self) -> ProbeTexts:
+        texts = self.probe_texts() if callable(self.probe_texts) else self.probe_texts
+        if texts is None:
+            raise OdqaBenchError(f"encoder backend {self.backend!r} decides which matmuls stay float32 with a probe: "
+                                 "pass probe_texts, or fp32_ffn_down=True/False")
+        return texts
 
-        ds = load_dataset("default")
-        passages = ds.corpus.joined()
+    def probe(self, model: Any, texts: ProbeTexts) -> Probe:
+        """The int8 quality probe: ``texts``' passages, concatenations of four of them (long
+        inputs) and its queries, tokenised as this encoder does."""
+        passages = list(texts.passages)
         long = [" ".join(passages[i : i + 4]) for i in range(0, len(passages), 4)]
         with_types = "token_type_ids" in model_input_names(model)
         parts = [tokenize(self.base.tokenizer, group, self.base.max_length, prefix, with_types)
                  for group, prefix in ((passages + long, self.base.passage_prefix or ""),
-                                       (list(ds.query_texts[:20]), self.base.query_prefix or ""))]
+                                       (list(texts.queries), self.base.query_prefix or ""))]
         tok = Tokenized(parts[0].ids + parts[1].ids,
                         None if not with_types else parts[0].type_ids + parts[1].type_ids,  # type: ignore[operator]
                         parts[0].pad_id)
@@ -383,17 +403,20 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
                  max_batch: int | None = None, threads: int | None = None, opset: int = OPSET,
                  per_channel: bool = True, fp32_ffn_down: bool | None = None,
                  min_probe_cosine: float = 0.99, weight_group: int = WQ_WEIGHT_GROUP,
-                 activation_group: int = WQ_ACTIVATION_GROUP) -> BackendEncoder:
+                 activation_group: int = WQ_ACTIVATION_GROUP,
+                 probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = None) -> BackendEncoder:
     """``encoder`` (an HFEncoder) run by ``backend`` (one of :data:`BACKENDS` or ``auto``) with
     token-budget batching; the result is an :class:`Encoder` whose fingerprint names the backend
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and
     :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or
     torch's own setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
-    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`). ``weight_group`` (0: one
-    scale per output channel) and ``activation_group`` shape ``openvino-int8``."""
+    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`) on ``probe_texts``.
+    ``weight_group`` (0: one scale per output channel) and ``activation_group`` shape
+    ``openvino-int8``."""
     if isinstance(encoder, BackendEncoder):
         encoder = encoder.base
     return BackendEncoder(encoder, backend, max_tokens=max_tokens, max_batch=max_batch, threads=threads,
                           onnx=OnnxSettings(opset=opset, per_channel=per_channel, fp32_ffn_down=fp32_ffn_down,
                                             min_probe_cosine=min_probe_cosine, weight_group=weight_group,
-                                            activation_group=activation_group))
+                                            activation_group=activation_group),
+                          probe_texts=probe_texts)

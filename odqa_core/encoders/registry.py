@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OdqaBenchError
 from .base import DENSE_MAX_LENGTH, Encoder, Kind
+
+if TYPE_CHECKING:
+    from .backends import ProbeTexts
 
 __all__ = ["FAMILIES", "DEFAULT_SIZE", "FunctionEncoder", "get_encoder", "encoder_families"]
 
@@ -54,18 +57,20 @@ def encoder_families() -> list[str]:
 
 
 def get_encoder(family: str, size: str | None = None, device: str = "cpu", backend: str | None = None,
-                **kw: Any) -> Encoder:
+                probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = None, **kw: Any) -> Encoder:
     """Build an encoder. Options in ``kw`` (``max_length``, ``pooling``, ``query_prefix``,
     ``passage_prefix``, ``autocast_dtype``, ``sort_by_length``; ``seed``/``hidden`` for tiny)
     override the family's defaults (``max_length``: :data:`DENSE_MAX_LENGTH` for every dense family
     but the random ``tiny`` test encoder). ``backend`` (``auto``, ``torch-fp32``, ``openvino-int8``...)
-    wraps a transformers encoder for inference; None keeps the trainable torch model."""
+    wraps a transformers encoder for inference; None keeps the trainable torch model. ``probe_texts``
+    (:class:`~odqa_core.encoders.backends.ProbeTexts`, or a function returning them) feed the int8
+    probe of an ``onnx-int8`` backend."""
     enc = _build(family, size, device, **kw)
     if backend is None or not hasattr(enc, "model"):  # use-m is numpy-only: nothing to wrap
         return enc
     from .backends import wrap_backend
 
-    return wrap_backend(enc, backend)
+    return wrap_backend(enc, backend, probe_texts=probe_texts)
 
 
 def _build(family: str, size: str | None, device: str, **kw: Any) -> Encoder:

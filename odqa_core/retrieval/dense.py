@@ -10,7 +10,8 @@ import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +22,11 @@ from ..errors import OdqaBenchError
 from ..text.cache import texts_sha256
 from .run import tie_keys
 
-__all__ = ["DenseRetriever", "INDEX_TYPES", "TEXT_FIELDS", "build_faiss_index", "sort_rows", "dense"]
+if TYPE_CHECKING:
+    from ..encoders.backends import ProbeTexts
+
+__all__ = ["DenseRetriever", "INDEX_TYPES", "TEXT_FIELDS", "build_faiss_index", "sort_rows", "dense",
+           "default_probe_texts"]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +274,17 @@ class DenseRetriever:
         return self.score_embeddings(self.embed_queries(queries), doc_indices)
 
 
+@cache
+def default_probe_texts() -> ProbeTexts:
+    """The int8 probe's texts for dense retrieval: the embedded bilingual sample's passages (title
+    and text) and its first 20 questions."""
+    from ..data import load_dataset
+    from ..encoders.backends import ProbeTexts
+
+    ds = load_dataset("default")
+    return ProbeTexts(tuple(ds.corpus.joined()), tuple(ds.query_texts[:20]))
+
+
 def dense(model: str = "minilm", size: str | None = None, index: str = "flat", device: str = "cpu",
           max_length: int | None = None, batch_size: int = 64, text: str = "joined", M: int = 32,
           ef_construction: int = 200, ef_search: int = 128, nlist: int | None = None, nprobe: int = 16,
@@ -286,7 +302,8 @@ def dense(model: str = "minilm", size: str | None = None, index: str = "flat", d
 
         if max_length is not None:
             encoder_options["max_length"] = max_length
-        encoder = get_encoder(model, size, device=device, backend=backend, **encoder_options)
+        encoder = get_encoder(model, size, device=device, backend=backend, probe_texts=default_probe_texts,
+                              **encoder_options)
     elif encoder_options or max_length is not None:
         raise OdqaBenchError("dense: encoder options cannot be combined with a ready-made encoder")
     return DenseRetriever(encoder=encoder, index_type=index, M=M, ef_construction=ef_construction, ef_search=ef_search,

@@ -11,20 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OdqaBenchError, OdqaBenchWarning
+from .options import positive_int
 
 __all__ = ["main"]
 
 DEFAULT_KS = [1, 5, 10, 20, 30, 100]
-
-
-def _ks(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be a positive integer, got {text!r}") from None
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"k must be a positive integer, got {text!r}")
-    return k
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
@@ -370,7 +361,7 @@ def _add_run(sub: Any) -> None:
                         "the retriever's declared types; 'odqa-bench retrievers' lists them. Default: bm25 tfidf")
     r.add_argument("--tokenizer", nargs="+", default=["regex", "kiwi"], choices=sorted(TOKENIZERS), metavar="NAME",
                    help=f"one or more of {', '.join(TOKENIZERS)}. Default: regex kiwi")
-    r.add_argument("--k", nargs="+", type=_ks, default=DEFAULT_KS, metavar="K", help="cut-offs. Default: 1 5 10 20 30 100")
+    r.add_argument("--k", nargs="+", type=positive_int, default=DEFAULT_KS, metavar="K", help="cut-offs. Default: 1 5 10 20 30 100")
     r.add_argument("--json", metavar="FILE", help="also write the records and run metadata as JSON")
     r.add_argument("--data-dir", metavar="DIR", help="data folder. Default: $ODQA_DATA_DIR, else ../shared/data")
     _extension_opts(r)
@@ -424,7 +415,7 @@ def _add_export(sub: Any) -> None:
     e.add_argument("--run", metavar="FILE", help="also write this retriever's run here")
     e.add_argument("--retriever", default="bm25", metavar="NAME[:k=v,...]", help="as in run. Default: bm25")
     e.add_argument("--tokenizer", default="regex", choices=sorted(TOKENIZERS), metavar="NAME", help="Default: regex")
-    e.add_argument("--k", type=_ks, default=100, help="run depth. Default: 100")
+    e.add_argument("--k", type=positive_int, default=100, help="run depth. Default: 100")
     e.add_argument("--data-dir", metavar="DIR")
     _extension_opts(e)
     e.set_defaults(func=cmd_export)

@@ -16,22 +16,13 @@ from typing import Any
 import numpy as np
 
 from .errors import OdqaBenchError
+from .options import positive_int
 
 __all__ = ["K_SWEEP", "add_eval_rag_parser", "cmd_eval_rag", "main"]
 
 log = logging.getLogger(__name__)
 
 K_SWEEP = (1, 2, 3, 5, 10, 15, 20, 50, 100)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def _kb_columns(text: str) -> list[str]:
@@ -52,15 +43,15 @@ def add_eval_rag_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="retrieval: precision@k of titles; e2e: EM/F1 of reader answers. Default: e2e")
     p.add_argument("--gold_data_mode", choices=["qa", "ans"], default="qa",
                    help="e2e gold format: qa = question<TAB>['a1', 'a2'] per line, ans = one answer per line. Default: qa")
-    p.add_argument("--k", type=_positive, default=1, help="k for precision@k (retrieval mode). Default: 1")
-    p.add_argument("--n_docs", type=_positive, default=5, help="passages retrieved per question. Default: 5")
+    p.add_argument("--k", type=positive_int, default=1, help="k for precision@k (retrieval mode). Default: 1")
+    p.add_argument("--n_docs", type=positive_int, default=5, help="passages retrieved per question. Default: 5")
     p.add_argument("--evaluation_set", required=True, metavar="FILE", help="questions, one per line")
     p.add_argument("--gold_data_path", required=True, metavar="FILE",
                    help="retrieval: tab-separated gold titles per line; e2e: see --gold_data_mode")
     p.add_argument("--predictions_path", default="predictions.txt", metavar="FILE",
                    help="where predictions are written (or re-scored from when it exists). Default: predictions.txt")
     p.add_argument("--recalculate", action="store_true", help="recompute predictions even if the file exists")
-    p.add_argument("--eval_batch_size", type=_positive, default=8, help="reader batch size. Default: 8")
+    p.add_argument("--eval_batch_size", type=positive_int, default=8, help="reader batch size. Default: 8")
     p.add_argument("--print_predictions", action="store_true", help="print each question's prediction")
     p.add_argument("--knowledge_base", metavar="CSV|TSV|NAME",
                    help="a CSV/TSV file whose header row names its title and text columns, or a named dataset "
@@ -68,7 +59,7 @@ def add_eval_rag_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--kb_columns", type=_kb_columns, default=None, metavar="NAMES",
                    help="the column names of a headerless knowledge-base file, in order (the RAG recipe's TSV: "
                         "title,text). Default: the file's header row")
-    p.add_argument("--kb_split_words", type=_positive, default=None, metavar="N",
+    p.add_argument("--kb_split_words", type=positive_int, default=None, metavar="N",
                    help="split knowledge-base texts into passages of N words (the RAG recipe uses 100). Default: no split")
     p.add_argument("--data_dir", metavar="DIR", help="data folder for named datasets. Default: $ODQA_DATA_DIR, else ../shared/data")
     p.add_argument("--retriever", default="bm25", metavar="NAME", help="retriever name. Default: bm25")

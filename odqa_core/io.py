@@ -1,4 +1,5 @@
-"""Atomic file writes and checksums: nothing stored is ever half-written."""
+"""Atomic file writes, checksums and input reads: nothing stored is ever half-written, and an
+unreadable input is one error line."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "dumps_stable", "sha256_file", "sha256_bytes"]
+from .errors import OdqaBenchError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "dumps_stable", "read_input_bytes",
+           "read_input_text", "sha256_file", "sha256_bytes"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -60,3 +64,22 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_input_bytes(path: str | os.PathLike[str], expected: str = "a file") -> bytes:
+    """An input file's bytes; a missing path or a folder is one error line naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise OdqaBenchError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise OdqaBenchError(f"{path}: is a folder, expected {expected}") from None
+
+
+def read_input_text(path: str | os.PathLike[str], expected: str = "a file", encoding: str = "utf-8") -> str:
+    """An input file's text (:func:`read_input_bytes`); bytes that are not UTF-8 are one error line."""
+    try:
+        return read_input_bytes(path, expected).decode(encoding)
+    except UnicodeDecodeError:
+        raise OdqaBenchError(f"{path}: not UTF-8 text") from None

@@ -9,22 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OdqaBenchError, quote_line
+from ..io import read_input_bytes
 from .types import Corpus, Dataset
 from .validate import validate_dataset
 
 __all__ = ["load_beir", "read_jsonl", "read_qrels_tsv", "write_qrels_trec"]
 
 
-def _open(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise OdqaBenchError(f"{path}: file not found") from None
-
-
 def read_jsonl(path: Path, h: hashlib._Hash | None = None) -> list[dict]:
     """Parse a JSONL file; a bad line is reported with its file and line number."""
-    raw = _open(path)
+    raw = read_input_bytes(path)
     if h is not None:
         h.update(raw)
     rows = []
@@ -95,7 +89,7 @@ def read_qrels_tsv(path: Path, h: hashlib._Hash | None = None) -> dict[str, dict
     ``query-id<TAB>corpus-id<TAB>score`` under that header, or TREC ``qid 0 docid grade`` (any
     whitespace, no header). A line that does not fit that format is an error with its file, line
     number and text; no line is read under another format, so a file cut mid-line is refused."""
-    raw = _open(path)
+    raw = read_input_bytes(path)
     if h is not None:
         h.update(raw)
     try:

@@ -7,19 +7,13 @@ import ast
 from pathlib import Path
 
 from ..errors import OdqaBenchError
+from ..io import read_input_text
 
 __all__ = ["read_questions", "read_gold_titles", "read_gold_answers"]
 
 
 def _lines(path: str | Path) -> list[str]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OdqaBenchError(f"{path}: file not found") from None
-    except UnicodeDecodeError:
-        raise OdqaBenchError(f"{path}: not UTF-8 text") from None
-    return text.splitlines()
+    return read_input_text(path).splitlines()
 
 
 def read_questions(path: str | Path) -> list[str]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import OdqaBenchError
-from ..io import sha256_bytes
+from ..io import read_input_bytes, sha256_bytes
 from .types import Corpus, Dataset
 from .validate import validate_dataset
 
@@ -14,12 +14,7 @@ __all__ = ["load_squad", "parse_squad"]
 
 
 def _read_json(path: Path) -> tuple[object, bytes]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise OdqaBenchError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise OdqaBenchError(f"{path}: is a folder, expected a SQuAD-format JSON file") from None
+    raw = read_input_bytes(path, "a SQuAD-format JSON file")
     try:
         return json.loads(raw.decode("utf-8")), raw
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

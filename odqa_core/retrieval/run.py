@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OdqaBenchError, quote_line
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_input_text
 
 __all__ = ["Run", "tie_keys", "topk"]
 
@@ -125,12 +125,7 @@ class Run:
         """Read a TREC run, ``qid Q0 docid rank score tag`` on every line. A line that does not
         fit is an error with its file, line number and text (a file cut mid-line is refused)."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise OdqaBenchError(f"{path}: file not found") from None
-        except UnicodeDecodeError:
-            raise OdqaBenchError(f"{path}: not UTF-8 text") from None
+        text = read_input_text(path, "a TREC run file", encoding="utf-8-sig")
         results: dict[str, dict[str, float]] = {}
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():

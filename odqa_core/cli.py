@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .argtypes import positive_int
 from .errors import OdqaBenchError, OdqaBenchWarning
-from .options import positive_int
 
 __all__ = ["main"]
 

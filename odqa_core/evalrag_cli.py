@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .argtypes import positive_int
 from .errors import OdqaBenchError
-from .options import positive_int
 
 __all__ = ["K_SWEEP", "add_eval_rag_parser", "cmd_eval_rag", "main"]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CORRECTIONS", "GateOption", "GATE_OPTIONS", "add_pytest_options", "add_cli_options", "positive_int",
+__all__ = ["CORRECTIONS", "GateOption", "GATE_OPTIONS", "add_pytest_options", "add_cli_options",
            "given_pytest_options"]
 
 # multiple-comparison corrections: holm (family-wise error), bh (false discovery rate), none
@@ -70,17 +70,6 @@ GATE_OPTIONS: tuple[GateOption, ...] = (
                "the gate then says whether it moves any dense cell. Default: $ODQA_ENCODER_BACKEND, else the "
                "built-in rule", metavar="NAME"),
 )
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer, else a usage error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_pytest_options(group: Any) -> None:

@@ -21,20 +21,11 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist plugin is active")
 
 
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS: model loads and conversions leave glibc's arenas
-    holding gigabytes that a long-lived test worker never reuses (its resident size only grows)."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _trim_after_module():
+    """Model loads and conversions leave the allocator holding memory a long-lived xdist worker
+    never reuses: hand it back after each module."""
     yield
-    _return_freed_memory()
+    from odqa_core.encoders.models import release_memory
+
+    release_memory()

@@ -335,6 +335,22 @@ def test_onnx_matches_torch(tiny: HFEncoder, tmp_cache: Path) -> None:
 
 
 @needs_onnx
+def test_export_traces_an_eval_model_in_place_and_restores_it(tmp_path: Path) -> None:
+    import torch
+
+    model = tiny_bert(seed=0).model.eval()
+    model.set_attn_implementation("sdpa")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    onnx_export.export_onnx(model, tmp_path / "in_place.onnx")
+    assert model.config._attn_implementation == "sdpa" and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.train()  # a model being trained is exported from an eval copy, never switched itself
+    onnx_export.export_onnx(model, tmp_path / "copy.onnx")
+    assert model.training and model.config._attn_implementation == "sdpa"
+    assert (tmp_path / "in_place.onnx").read_bytes() == (tmp_path / "copy.onnx").read_bytes()
+
+
+@needs_onnx
 def test_onnx_bucketing_restores_input_order(tiny: HFEncoder, tmp_cache: Path) -> None:
     w = wrap_backend(tiny, "onnx-fp32", max_tokens=20)
     truth = np.vstack([w.encode([t]) for t in TEXTS])

@@ -46,6 +46,7 @@ from ..cache import cache_dir, cache_key
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
 from ..progress import progress_step
+from .models import release_memory
 
 __all__ = [
     "OPSET",
@@ -208,7 +209,12 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
     import torch
 
     names = model_input_names(model)
-    twin = copy.deepcopy(model).to("cpu").float().eval()
+    params = list(model.parameters())
+    as_is = not model.training and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+    # a float32 CPU model in eval mode is traced itself (its attention restored after): a copy
+    # of e5-small would hold another 470 MB through the export
+    twin = model if as_is else copy.deepcopy(model).to("cpu").float().eval()
+    attn = getattr(twin.config, "_attn_implementation", None)
     if hasattr(twin, "set_attn_implementation"):
         try:
             twin.set_attn_implementation("eager")
@@ -229,10 +235,15 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
     mask[1, 5:] = 0
     sample = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, OUTPUT]}
-    with _quiet(), torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(_Hidden(twin), tuple(sample[n] for n in names), str(path), input_names=names,
-                          output_names=[OUTPUT], dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
-                          dynamo=False)
+    try:
+        with _quiet(), torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(_Hidden(twin).eval(), tuple(sample[n] for n in names), str(path), input_names=names,
+                              output_names=[OUTPUT], dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                              dynamo=False)
+    finally:
+        if twin is model and attn is not None and getattr(model.config, "_attn_implementation", None) != attn:
+            model.set_attn_implementation(attn)
+        release_memory()
 
 
 def optimize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: Any) -> bool:

@@ -1,12 +1,20 @@
-"""Optional numba kernels for lexical search: accumulate each query's postings into a dense
-buffer, then keep the top k of the touched documents in a bounded heap ordered by score, then
-tie key. Parallel over queries. Scores are summed in the same order as scipy's sparse product,
-so both backends return identical runs (tested)."""
+"""Optional numba kernels for lexical search, parallel over queries, two ways to one answer.
+
+Exhaustive: accumulate each query's postings into a dense buffer, then keep the top k of the
+touched documents in a bounded heap ordered by score, then tie key.
+Pruned (MaxScore): walk the postings in document order and skip documents whose upper bound
+(per-term maximum weights) cannot reach the heap's worst; it pays per document what the
+exhaustive kernel pays per posting, so it wins only where common terms have long postings.
+
+Both sum a document's postings in the query row's order, as scipy's sparse product does, so
+every path returns the same run, bit for bit (tested)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NUMBA_AVAILABLE", "sparse_topk"]
+__all__ = ["NUMBA_AVAILABLE", "TermBounds", "term_bounds", "sparse_topk", "PRUNE_MODES"]
 
 try:  # numba is optional: the scipy backend is the reference and the fallback
     import numba
@@ -65,33 +73,176 @@ def _offer(hs: np.ndarray, ht: np.ndarray, hi: np.ndarray, size: int, k: int, s:
     return size
 
 
-def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks):
+def _plan(q_indptr, q_indices, w_indptr, mode, min_postings):
+    """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where the query's postings
+    number at least ``min_postings`` (below that, scoring them all is cheaper)."""
     n = len(q_indptr) - 1
+    pruned = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        if mode == 1:
+            pruned[i] = True
+        elif mode == 2:
+            total = 0
+            for p in range(q_indptr[i], q_indptr[i + 1]):
+                t = q_indices[p]
+                total += w_indptr[t + 1] - w_indptr[t]
+            pruned[i] = total >= min_postings
+    return pruned
+
+
+def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks,
+            term_ub, mode, min_postings):
+    n = len(q_indptr) - 1
+    pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
+    # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
+    n_buf = n_docs if not pruned.all() else 0
     for blk in _prange(n_blocks):
         # one accumulator per block, reset through the touched list: no O(n_docs) work per query
-        acc = np.zeros(n_docs)
-        seen = np.zeros(n_docs, dtype=np.bool_)
-        touched = np.empty(n_docs + 1, dtype=np.int64)  # +1: the branch-free append writes one past
+        acc = np.zeros(n_buf)
+        seen = np.zeros(n_buf, dtype=np.bool_)
+        touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
         hs = np.empty(k)
         ht = np.empty(k, dtype=np.int64)
         hi = np.empty(k, dtype=np.int64)
         for i in range(blk, n, n_blocks):
-            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-                 acc, seen, touched, hs, ht, hi)
+            if pruned[i]:
+                _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx,
+                            out_sc, term_ub, hs, ht, hi)
+            else:
+                _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
+                     acc, seen, touched, hs, ht, hi)
 
 
 def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                   n_blocks):
+                   n_blocks, term_ub, mode, min_postings):
     """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
-    acc = np.zeros(n_docs)
-    seen = np.zeros(n_docs, dtype=np.bool_)
-    touched = np.empty(n_docs + 1, dtype=np.int64)  # +1: the branch-free append writes one past
+    pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
+    # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
+    n_buf = n_docs if not pruned.all() else 0
+    acc = np.zeros(n_buf)
+    seen = np.zeros(n_buf, dtype=np.bool_)
+    touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
     hs = np.empty(k)
     ht = np.empty(k, dtype=np.int64)
     hi = np.empty(k, dtype=np.int64)
     for i in range(len(q_indptr) - 1):
-        _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-             acc, seen, touched, hs, ht, hi)
+        if pruned[i]:
+            _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                        term_ub, hs, ht, hi)
+        else:
+            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
+                 acc, seen, touched, hs, ht, hi)
+
+
+def _gallop(w_indices, lo, hi, d):
+    """The first position in ``[lo, hi)`` whose document is >= ``d`` (doc-ordered postings):
+    doubling steps, then bisection, so short skips cost little and long ones log."""
+    if lo >= hi or w_indices[lo] >= d:
+        return lo
+    prev = lo
+    step = 1
+    nxt = lo + 1
+    while nxt < hi and w_indices[nxt] < d:
+        prev = nxt
+        step *= 2
+        nxt = prev + step
+    left = prev + 1
+    right = nxt if nxt < hi else hi
+    while left < right:
+        mid = (left + right) >> 1
+        if w_indices[mid] < d:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
+def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                term_ub, hs, ht, hi):
+    """MaxScore for query i: terms sorted by upper bound; the lowest ones whose bounds sum below
+    the heap's worst are non-essential (a document found only there cannot enter), so documents
+    are enumerated from the essential terms' postings and the rest are looked up by galloping,
+    lowest bound last, giving up once the bound falls below the heap's worst.
+    Needs non-negative weights; the row's exact score is summed in the row's own order."""
+    lo = q_indptr[i]
+    m = q_indptr[i + 1] - lo
+    if m == 0:
+        return
+    ub = np.empty(m)
+    for j in range(m):
+        ub[j] = q_data[lo + j] * term_ub[q_indices[lo + j]]
+    order = np.argsort(ub, kind="mergesort")
+    prefix = np.empty(m + 1)  # prefix[j]: the bounds of the j lowest-bound terms summed
+    prefix[0] = 0.0
+    cur = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        pos = order[j]
+        prefix[j + 1] = prefix[j] + ub[pos]
+        t = q_indices[lo + pos]
+        cur[j] = w_indptr[t]
+        end[j] = w_indptr[t + 1]
+    # bounds and partial sums are summed in other orders than the exact score: inflate them past
+    # any rounding (at most m units in the last place each, all terms being non-negative)
+    slack = 1.0 + 4.0 * (m + 1) * 2.220446049250313e-16
+    contrib = np.zeros(m)
+    has = np.zeros(m, dtype=np.bool_)
+    size = 0
+    theta = 0.0
+    e = 0  # terms order[:e] are non-essential; only once the heap is full
+    while e < m:
+        d = n_docs
+        for j in range(e, m):
+            c = cur[j]
+            if c < end[j] and w_indices[c] < d:
+                d = w_indices[c]
+        if d == n_docs:
+            break
+        s = 0.0
+        for j in range(e, m):
+            c = cur[j]
+            if c < end[j] and w_indices[c] == d:
+                pos = order[j]
+                v = q_data[lo + pos] * w_data[c]
+                contrib[pos] = v
+                has[pos] = True
+                s += v
+                cur[j] = c + 1
+        alive = True
+        for j in range(e - 1, -1, -1):
+            if (s + prefix[j + 1]) * slack < theta:
+                alive = False
+                break
+            c = _gallop(w_indices, cur[j], end[j], d)
+            cur[j] = c
+            if c < end[j] and w_indices[c] == d:
+                pos = order[j]
+                v = q_data[lo + pos] * w_data[c]
+                contrib[pos] = v
+                has[pos] = True
+                s += v
+        exact = 0.0
+        for pos in range(m):
+            if has[pos]:
+                exact += contrib[pos]
+                has[pos] = False
+        if alive:
+            size = _offer(hs, ht, hi, size, k, exact, ties[d], d)
+            if size == k and hs[0] > theta:
+                theta = hs[0]
+                while e < m and prefix[e + 1] * slack < theta:
+                    e += 1
+    _drain(i, out_idx, out_sc, hs, ht, hi, size)
+
+
+def _drain(i, out_idx, out_sc, hs, ht, hi, size):
+    """Pop the heap from worst to best into row i's first ``size`` slots, best first."""
+    for r in range(size - 1, -1, -1):
+        out_idx[i, r] = hi[0]
+        out_sc[i, r] = hs[0]
+        size -= 1
+        hs[0], ht[0], hi[0] = hs[size], ht[size], hi[size]
+        _sift_down(hs, ht, hi, size, 0)
 
 
 def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
@@ -133,13 +284,7 @@ def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, o
         d = touched[j]
         if seen[d]:
             size = _offer(hs, ht, hi, size, k, acc[d], ties[d], d)
-    # pop the heap from worst to best into the row's tail
-    for r in range(size - 1, -1, -1):
-        out_idx[i, r] = hi[0]
-        out_sc[i, r] = hs[0]
-        size -= 1
-        hs[0], ht[0], hi[0] = hs[size], ht[size], hi[size]
-        _sift_down(hs, ht, hi, size, 0)
+    _drain(i, out_idx, out_sc, hs, ht, hi, size)
     for j in range(n_touched):
         d = touched[j]
         acc[d] = 0.0
@@ -152,7 +297,11 @@ if NUMBA_AVAILABLE:
     _sift_down = numba.njit(cache=True)(_sift_down)
     _sift_up = numba.njit(cache=True)(_sift_up)
     _offer = numba.njit(cache=True, inline="always")(_offer)
+    _drain = numba.njit(cache=True)(_drain)
+    _gallop = numba.njit(cache=True, inline="always")(_gallop)
+    _plan = numba.njit(cache=True)(_plan)
     _one = numba.njit(cache=True)(_one)
+    _one_pruned = numba.njit(cache=True)(_one_pruned)
     _search_par = numba.njit(cache=True, parallel=True)(_search)
     _search_ser = numba.njit(cache=True)(_search_serial)
 else:  # pragma: no cover
@@ -161,19 +310,54 @@ else:  # pragma: no cover
 
 # below this many queries a parallel launch costs more than it saves
 PARALLEL_MIN_QUERIES = 64
+PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
+# ``auto`` prunes a query whose terms hold at least this many postings: below, the exhaustive
+# kernel's one pass per posting beats MaxScore's per-document bookkeeping
+PRUNE_MIN_POSTINGS = 50_000
 
 
-def sparse_topk(q, wt, ties: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``q @ wt`` (CSR query-term weights times CSR term-document weights), positive
-    scores only, ordered by score then ``ties``; -1 / -inf padding."""
+@dataclass(frozen=True)
+class TermBounds:
+    """What pruning needs from an index: each term's largest weight (its score bound for a
+    query count of 1), and whether every weight is non-negative (the bounds assume it)."""
+
+    term_max: np.ndarray
+    nonnegative: bool
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.term_max.nbytes)
+
+
+def term_bounds(wt) -> TermBounds:
+    """Per-term maxima of a CSR term-document weight matrix, in one pass over its weights."""
+    data = np.asarray(wt.data, dtype=np.float64)
+    term_max = np.zeros(wt.shape[0])
+    rows = np.flatnonzero(np.diff(wt.indptr))
+    if len(rows):
+        term_max[rows] = np.maximum.reduceat(data, wt.indptr[rows])
+    return TermBounds(term_max, bool(len(data) == 0 or data.min() >= 0.0))
+
+
+def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
+                prune: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``q @ wt`` (CSR query-term weights times CSR term-document weights with
+    doc-sorted rows), positive scores only, ordered by score then ``ties``; -1 / -inf padding.
+    ``bounds`` (from :func:`term_bounds`) allows MaxScore pruning, by ``prune``: never, always,
+    or auto (per query, by its posting count); every choice returns the same run."""
+    if prune not in PRUNE_MODES:
+        raise ValueError(f"prune must be one of {', '.join(PRUNE_MODES)}, got {prune!r}")
     n, n_docs = q.shape[0], wt.shape[1]
     out_idx = np.full((n, k), -1, dtype=np.int64)
     out_sc = np.full((n, k), -np.inf)
     if n == 0 or k == 0:
         return out_idx, out_sc
+    q_data = np.asarray(q.data, dtype=np.float64)
+    usable = bounds is not None and bounds.nonnegative and (len(q_data) == 0 or q_data.min() >= 0.0)
+    mode = PRUNE_MODES[prune] if usable else 0
+    term_max = bounds.term_max if usable else np.zeros(0)
     blocks = max(1, min(numba.get_num_threads(), n))
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
-    run(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, wt.indices,
-                np.asarray(wt.data, dtype=np.float64), np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc,
-                blocks)
+    run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
+        np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, mode, PRUNE_MIN_POSTINGS)
     return out_idx, out_sc

@@ -15,7 +15,7 @@ from odqa_core.retrieval.run import topk
 
 pytest.importorskip("numba")
 
-from odqa_core.retrieval.kernels import PRUNE_MODES, sparse_topk, term_bounds  # noqa: E402
+from odqa_core.retrieval.kernels import KTH_DEPTHS, PRUNE_MODES, sparse_topk, term_bounds  # noqa: E402
 
 
 @st.composite
@@ -105,11 +105,22 @@ def test_negative_weights_fall_back_to_the_exhaustive_kernel() -> None:
     assert np.array_equal(idx, ref_idx) and np.array_equal(sc, ref_sc)
 
 
-def test_term_bounds_are_row_maxima() -> None:
-    wt = sp.csr_matrix(np.array([[0.0, 2.0, 1.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.5]]))
+def test_term_bounds_are_row_maxima_and_kth_largest() -> None:
+    rng = np.random.default_rng(3)
+    dense = np.zeros((4, 1500))
+    dense[0, :3] = [0.0, 2.0, 1.0]
+    dense[2, rng.choice(1500, 50, replace=False)] = rng.random(50) + 0.1
+    dense[3] = rng.random(1500) + 0.1
+    wt = sp.csr_matrix(dense)
     b = term_bounds(wt)
-    assert np.array_equal(b.term_max, [2.0, 0.0, 3.0])
-    assert b.nonnegative and b.nbytes == 24
+    assert np.array_equal(b.term_max, dense.max(axis=1))
+    assert b.nonnegative and b.nbytes == 4 * 8 * (1 + len(KTH_DEPTHS))
+    for a, depth in enumerate(KTH_DEPTHS):
+        for t in range(4):
+            row = np.sort(dense[t][dense[t] > 0])[::-1]
+            assert b.term_kth[a, t] == (row[depth - 1] if len(row) >= depth else 0.0)
+    assert np.array_equal(b.floor(7), b.term_kth[0]) and np.array_equal(b.floor(11), b.term_kth[1])
+    assert not b.floor(KTH_DEPTHS[-1] + 1).any()
 
 
 def test_unknown_prune_is_refused() -> None:

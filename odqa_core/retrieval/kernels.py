@@ -91,7 +91,7 @@ def _plan(q_indptr, q_indices, w_indptr, mode, min_postings):
 
 
 def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks,
-            term_ub, mode, min_postings):
+            term_ub, term_kth, mode, min_postings):
     n = len(q_indptr) - 1
     pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
@@ -107,14 +107,14 @@ def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_do
         for i in range(blk, n, n_blocks):
             if pruned[i]:
                 _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx,
-                            out_sc, term_ub, hs, ht, hi)
+                            out_sc, term_ub, term_kth, hs, ht, hi)
             else:
                 _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
                      acc, seen, touched, hs, ht, hi)
 
 
 def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                   n_blocks, term_ub, mode, min_postings):
+                   n_blocks, term_ub, term_kth, mode, min_postings):
     """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
     pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
@@ -128,7 +128,7 @@ def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
     for i in range(len(q_indptr) - 1):
         if pruned[i]:
             _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                        term_ub, hs, ht, hi)
+                        term_ub, term_kth, hs, ht, hi)
         else:
             _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
                  acc, seen, touched, hs, ht, hi)
@@ -158,11 +158,13 @@ def _gallop(w_indices, lo, hi, d):
 
 
 def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                term_ub, hs, ht, hi):
+                term_ub, term_kth, hs, ht, hi):
     """MaxScore for query i: terms sorted by upper bound; the lowest ones whose bounds sum below
     the heap's worst are non-essential (a document found only there cannot enter), so documents
     are enumerated from the essential terms' postings and the rest are looked up by galloping,
     lowest bound last, giving up once the bound falls below the heap's worst.
+    The threshold starts at the best of the terms' k-th largest weights (``term_kth``): each term
+    alone gives k documents scoring at least that much.
     Needs non-negative weights; the row's exact score is summed in the row's own order."""
     lo = q_indptr[i]
     m = q_indptr[i + 1] - lo
@@ -189,7 +191,13 @@ def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
     has = np.zeros(m, dtype=np.bool_)
     size = 0
     theta = 0.0
-    e = 0  # terms order[:e] are non-essential; only once the heap is full
+    for j in range(m):
+        floor = q_data[lo + j] * term_kth[q_indices[lo + j]]
+        if floor > theta:
+            theta = floor
+    e = 0  # terms order[:e] are non-essential: their bounds sum below theta
+    while e < m and prefix[e + 1] * slack < theta:
+        e += 1
     while e < m:
         d = n_docs
         for j in range(e, m):
@@ -291,7 +299,22 @@ def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, o
         seen[d] = False
 
 
+def _row_kth(indptr, data, ks):
+    """``out[a, t]``: row t's ``ks[a]``-th largest value (0 where the row is shorter)."""
+    out = np.zeros((len(ks), len(indptr) - 1))
+    for t in range(len(indptr) - 1):
+        n = indptr[t + 1] - indptr[t]
+        if n < ks[0]:
+            continue
+        row = data[indptr[t]:indptr[t + 1]].copy()
+        for a in range(len(ks)):
+            if ks[a] <= n:
+                out[a, t] = np.partition(row, n - ks[a])[n - ks[a]]
+    return out
+
+
 if NUMBA_AVAILABLE:
+    _row_kth = numba.njit(cache=True)(_row_kth)
     _prange = numba.prange
     _worse = numba.njit(cache=True, inline="always")(_worse)
     _sift_down = numba.njit(cache=True)(_sift_down)
@@ -316,27 +339,46 @@ PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
 PRUNE_MIN_POSTINGS = 50_000
 
 
+# the depths whose per-term k-th largest weight is kept: a search for top k starts its threshold
+# from the smallest kept depth >= k
+KTH_DEPTHS = (10, 100, 1000)
+
+
 @dataclass(frozen=True)
 class TermBounds:
-    """What pruning needs from an index: each term's largest weight (its score bound for a
-    query count of 1), and whether every weight is non-negative (the bounds assume it)."""
+    """What pruning needs from an index, per term: its largest weight (its score bound for a
+    query count of 1) and its ``KTH_DEPTHS``-th largest weights (a threshold to start from);
+    and whether every weight is non-negative (the bounds assume it)."""
 
     term_max: np.ndarray
+    term_kth: np.ndarray  # (len(KTH_DEPTHS), n_terms)
     nonnegative: bool
 
     @property
     def nbytes(self) -> int:
-        return int(self.term_max.nbytes)
+        return int(self.term_max.nbytes + self.term_kth.nbytes)
+
+    def floor(self, k: int) -> np.ndarray:
+        """Per-term weights that at least k documents reach (zeros beyond the kept depths)."""
+        for a, depth in enumerate(KTH_DEPTHS):
+            if k <= depth:
+                return self.term_kth[a]
+        return np.zeros_like(self.term_max)
 
 
 def term_bounds(wt) -> TermBounds:
-    """Per-term maxima of a CSR term-document weight matrix, in one pass over its weights."""
+    """Per-term maxima and k-th largest weights of a CSR term-document weight matrix, in a few
+    linear passes over its weights."""
     data = np.asarray(wt.data, dtype=np.float64)
     term_max = np.zeros(wt.shape[0])
     rows = np.flatnonzero(np.diff(wt.indptr))
     if len(rows):
         term_max[rows] = np.maximum.reduceat(data, wt.indptr[rows])
-    return TermBounds(term_max, bool(len(data) == 0 or data.min() >= 0.0))
+    if NUMBA_AVAILABLE:
+        term_kth = _row_kth(np.asarray(wt.indptr, dtype=np.int64), data, np.asarray(KTH_DEPTHS, dtype=np.int64))
+    else:  # pragma: no cover - the kernels that read them need numba
+        term_kth = np.zeros((len(KTH_DEPTHS), wt.shape[0]))
+    return TermBounds(term_max, term_kth, bool(len(data) == 0 or data.min() >= 0.0))
 
 
 def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
@@ -356,8 +398,10 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     usable = bounds is not None and bounds.nonnegative and (len(q_data) == 0 or q_data.min() >= 0.0)
     mode = PRUNE_MODES[prune] if usable else 0
     term_max = bounds.term_max if usable else np.zeros(0)
+    term_kth = bounds.floor(k) if usable else np.zeros(0)
     blocks = max(1, min(numba.get_num_threads(), n))
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
-        np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, mode, PRUNE_MIN_POSTINGS)
+        np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
+        PRUNE_MIN_POSTINGS)
     return out_idx, out_sc

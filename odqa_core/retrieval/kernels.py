@@ -178,12 +178,14 @@ def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
     prefix[0] = 0.0
     cur = np.empty(m, dtype=np.int64)
     end = np.empty(m, dtype=np.int64)
+    doc = np.empty(m, dtype=np.int64)  # the document under each cursor; n_docs once exhausted
     for j in range(m):
         pos = order[j]
         prefix[j + 1] = prefix[j] + ub[pos]
         t = q_indices[lo + pos]
         cur[j] = w_indptr[t]
         end[j] = w_indptr[t + 1]
+        doc[j] = w_indices[cur[j]] if cur[j] < end[j] else n_docs
     # bounds and partial sums are summed in other orders than the exact score: inflate them past
     # any rounding (at most m units in the last place each, all terms being non-negative)
     slack = 1.0 + 4.0 * (m + 1) * 2.220446049250313e-16
@@ -201,21 +203,22 @@ def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
     while e < m:
         d = n_docs
         for j in range(e, m):
-            c = cur[j]
-            if c < end[j] and w_indices[c] < d:
-                d = w_indices[c]
+            if doc[j] < d:
+                d = doc[j]
         if d == n_docs:
             break
         s = 0.0
         for j in range(e, m):
-            c = cur[j]
-            if c < end[j] and w_indices[c] == d:
+            if doc[j] == d:
+                c = cur[j]
                 pos = order[j]
                 v = q_data[lo + pos] * w_data[c]
                 contrib[pos] = v
                 has[pos] = True
                 s += v
-                cur[j] = c + 1
+                c += 1
+                cur[j] = c
+                doc[j] = w_indices[c] if c < end[j] else n_docs
         alive = True
         for j in range(e - 1, -1, -1):
             if (s + prefix[j + 1]) * slack < theta:

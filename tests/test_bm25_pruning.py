@@ -15,6 +15,7 @@ from odqa_core.retrieval.run import topk
 
 pytest.importorskip("numba")
 
+from odqa_core.retrieval import kernels  # noqa: E402
 from odqa_core.retrieval.kernels import KTH_DEPTHS, PRUNE_MODES, sparse_topk, term_bounds  # noqa: E402
 
 
@@ -60,6 +61,39 @@ def test_pruned_kernel_returns_the_exhaustive_run(problem) -> None:
         idx, sc = sparse_topk(q, wt, ties, k, bounds, prune=prune)
         assert np.array_equal(idx, want_idx), prune
         assert np.array_equal(sc, want_sc), prune
+    with pytest.MonkeyPatch.context() as mp:  # auto on corpora this small: let its rule pick pruning
+        mp.setattr(kernels, "PRUNE_MIN_POSTINGS", 0)
+        mp.setattr(kernels, "PRUNE_MIN_SKIP", 0.0)
+        idx, sc = sparse_topk(q, wt, ties, k, bounds, prune="auto")
+        assert np.array_equal(idx, want_idx) and np.array_equal(sc, want_sc)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pruned_batches_above_the_parallel_threshold(threads: int) -> None:
+    """A batch large enough for the parallel kernel, queries mixing pruned and exhaustive rows."""
+    import numba
+
+    rng = np.random.default_rng(threads)
+    n_docs, n_terms = 3_000, 40
+    df = np.maximum(1, (n_docs * rng.random(n_terms) ** 3).astype(int))
+    dense = np.zeros((n_terms, n_docs))
+    for t in range(n_terms):
+        dense[t, rng.choice(n_docs, df[t], replace=False)] = rng.integers(1, 5, df[t]) * 0.25
+    wt = sp.csr_matrix(dense)
+    q = sp.csr_matrix((rng.random((kernels.PARALLEL_MIN_QUERIES + 36, n_terms)) < 0.1) * 1.0)
+    ties = rng.permutation(n_docs).astype(np.int64)
+    bounds = term_bounds(wt)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        want = sparse_topk(q, wt, ties, 10, bounds, "never")
+        for prune in ("always", "auto"):
+            got = sparse_topk(q, wt, ties, 10, bounds, prune)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), prune
+    finally:
+        numba.set_num_threads(before)
+    ref_idx, ref_sc = topk((q @ wt).toarray(), 10, ties, positive_only=True)
+    assert np.array_equal(want[0], ref_idx) and np.array_equal(want[1], ref_sc)
 
 
 @settings(max_examples=200, deadline=None)

@@ -73,27 +73,55 @@ def _offer(hs: np.ndarray, ht: np.ndarray, hi: np.ndarray, size: int, k: int, s:
     return size
 
 
-def _plan(q_indptr, q_indices, w_indptr, mode, min_postings):
-    """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where the query's postings
-    number at least ``min_postings`` (below that, scoring them all is cheaper)."""
+def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip):
+    """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where it pays: the query's
+    postings number at least ``min_postings`` and the terms that are non-essential from the
+    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip``
+    of them. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
+    only where it skips long lists of common terms. Rows with a negative weight never prune."""
     n = len(q_indptr) - 1
     pruned = np.zeros(n, dtype=np.bool_)
+    if mode == 0:
+        return pruned
     for i in range(n):
-        if mode == 1:
-            pruned[i] = True
-        elif mode == 2:
-            total = 0
-            for p in range(q_indptr[i], q_indptr[i + 1]):
-                t = q_indices[p]
-                total += w_indptr[t + 1] - w_indptr[t]
-            pruned[i] = total >= min_postings
+        lo, hi = q_indptr[i], q_indptr[i + 1]
+        ok = True
+        for p in range(lo, hi):
+            if q_data[p] < 0.0:
+                ok = False
+        if not ok or mode == 1:
+            pruned[i] = ok
+            continue
+        m = hi - lo
+        total = 0
+        theta = 0.0
+        ub = np.empty(m)
+        df = np.empty(m, dtype=np.int64)
+        for j in range(m):
+            t = q_indices[lo + j]
+            df[j] = w_indptr[t + 1] - w_indptr[t]
+            total += df[j]
+            ub[j] = q_data[lo + j] * term_ub[t]
+            floor = q_data[lo + j] * term_kth[t]
+            if floor > theta:
+                theta = floor
+        if total < min_postings:
+            continue
+        skipped = 0
+        bound = 0.0
+        for j in np.argsort(ub):
+            bound += ub[j]
+            if bound >= theta:
+                break
+            skipped += df[j]
+        pruned[i] = skipped >= min_skip * total
     return pruned
 
 
 def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks,
-            term_ub, term_kth, mode, min_postings):
+            term_ub, term_kth, mode, min_postings, min_skip):
     n = len(q_indptr) - 1
-    pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
+    pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
     n_buf = n_docs if not pruned.all() else 0
     for blk in _prange(n_blocks):
@@ -114,9 +142,9 @@ def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_do
 
 
 def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                   n_blocks, term_ub, term_kth, mode, min_postings):
+                   n_blocks, term_ub, term_kth, mode, min_postings, min_skip):
     """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
-    pruned = _plan(q_indptr, q_indices, w_indptr, mode, min_postings)
+    pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
     n_buf = n_docs if not pruned.all() else 0
     acc = np.zeros(n_buf)
@@ -337,9 +365,10 @@ else:  # pragma: no cover
 # below this many queries a parallel launch costs more than it saves
 PARALLEL_MIN_QUERIES = 64
 PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
-# ``auto`` prunes a query whose terms hold at least this many postings: below, the exhaustive
-# kernel's one pass per posting beats MaxScore's per-document bookkeeping
-PRUNE_MIN_POSTINGS = 50_000
+# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS postings, at least the
+# PRUNE_MIN_SKIP share of them in terms non-essential from the start (see ``_plan``)
+PRUNE_MIN_POSTINGS = 5_000
+PRUNE_MIN_SKIP = 0.85
 
 
 # the depths whose per-term k-th largest weight is kept: a search for top k starts its threshold
@@ -398,7 +427,7 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     if n == 0 or k == 0:
         return out_idx, out_sc
     q_data = np.asarray(q.data, dtype=np.float64)
-    usable = bounds is not None and bounds.nonnegative and (len(q_data) == 0 or q_data.min() >= 0.0)
+    usable = bounds is not None and bounds.nonnegative  # rows with a negative weight: see _plan
     mode = PRUNE_MODES[prune] if usable else 0
     term_max = bounds.term_max if usable else np.zeros(0)
     term_kth = bounds.floor(k) if usable else np.zeros(0)
@@ -406,5 +435,5 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
         np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
-        PRUNE_MIN_POSTINGS)
+        PRUNE_MIN_POSTINGS, PRUNE_MIN_SKIP)
     return out_idx, out_sc

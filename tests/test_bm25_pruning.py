@@ -62,8 +62,8 @@ def test_pruned_kernel_returns_the_exhaustive_run(problem) -> None:
         assert np.array_equal(idx, want_idx), prune
         assert np.array_equal(sc, want_sc), prune
     with pytest.MonkeyPatch.context() as mp:  # auto on corpora this small: let its rule pick pruning
-        mp.setattr(kernels, "PRUNE_MIN_POSTINGS", 0)
-        mp.setattr(kernels, "PRUNE_MIN_SKIP", 0.0)
+        mp.setattr(kernels, "PRUNE_MIN_POSTINGS", (0, 0))
+        mp.setattr(kernels, "PRUNE_MIN_SKIP", (0.0, 0.0))
         idx, sc = sparse_topk(q, wt, ties, k, bounds, prune="auto")
         assert np.array_equal(idx, want_idx) and np.array_equal(sc, want_sc)
 

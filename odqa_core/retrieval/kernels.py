@@ -75,9 +75,9 @@ def _offer(hs: np.ndarray, ht: np.ndarray, hi: np.ndarray, size: int, k: int, s:
 
 def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip):
     """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where it pays: the query's
-    postings number at least ``min_postings`` and the terms that are non-essential from the
-    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip``
-    of them. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
+    postings number at least ``min_postings[0]`` and the terms that are non-essential from the
+    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip[0]``
+    of them, or ``min_skip[1]`` of them from ``min_postings[1]`` postings on. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
     only where it skips long lists of common terms. Rows with a negative weight never prune."""
     n = len(q_indptr) - 1
     pruned = np.zeros(n, dtype=np.bool_)
@@ -105,7 +105,7 @@ def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_po
             floor = q_data[lo + j] * term_kth[t]
             if floor > theta:
                 theta = floor
-        if total < min_postings:
+        if total < min_postings[0]:
             continue
         skipped = 0
         bound = 0.0
@@ -114,7 +114,7 @@ def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_po
             if bound >= theta:
                 break
             skipped += df[j]
-        pruned[i] = skipped >= min_skip * total
+        pruned[i] = skipped >= (min_skip[1] if total >= min_postings[1] else min_skip[0]) * total
     return pruned
 
 
@@ -365,10 +365,11 @@ else:  # pragma: no cover
 # below this many queries a parallel launch costs more than it saves
 PARALLEL_MIN_QUERIES = 64
 PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
-# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS postings, at least the
-# PRUNE_MIN_SKIP share of them in terms non-essential from the start (see ``_plan``)
-PRUNE_MIN_POSTINGS = 5_000
-PRUNE_MIN_SKIP = 0.85
+# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS[0] postings, at least the
+# PRUNE_MIN_SKIP[0] share of them in terms non-essential from the start; from PRUNE_MIN_POSTINGS[1]
+# postings on, PRUNE_MIN_SKIP[1] of them (see ``_plan``)
+PRUNE_MIN_POSTINGS = (5_000, 200_000)
+PRUNE_MIN_SKIP = (0.85, 0.5)
 
 
 # the depths whose per-term k-th largest weight is kept: a search for top k starts its threshold
@@ -435,5 +436,5 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
         np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
-        PRUNE_MIN_POSTINGS, PRUNE_MIN_SKIP)
+        np.asarray(PRUNE_MIN_POSTINGS, dtype=np.int64), np.asarray(PRUNE_MIN_SKIP, dtype=np.float64))
     return out_idx, out_sc

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,9 +16,6 @@ from ..data.types import Corpus
 from ..errors import OdqaBenchError
 from ..text import get_tokenizer, tokenize_cached
 from .run import tie_keys, topk
-
-if TYPE_CHECKING:
-    from .kernels import TermBounds
 
 __all__ = ["BM25", "TfIdf", "RankBM25", "QueryTerms", "build_counts", "query_terms", "BM25_VARIANTS"]
 
@@ -141,7 +137,7 @@ class _Lexical:
     _ties: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _vocab: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
     _wt: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
-    _bounds: TermBounds | None = field(default=None, repr=False)  # of _wt, for pruning
+    _bounds: object = field(default=None, repr=False)  # kernels.TermBounds of _wt, for pruning
     _raw_counts = True  # query weights are the counts themselves (False: query_matrix reweights)
 
     def _doc_tokens(self, corpus: Corpus) -> list[list[str]]:

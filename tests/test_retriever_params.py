@@ -80,7 +80,7 @@ def test_optional_and_passed_on_values(spec: str, expected: dict) -> None:
 
 @pytest.mark.parametrize("spec, message", [
     ("bm25:kone=1.2", "retriever 'bm25': bad parameters: unknown 'kone'; accepted: b, backend, k1, lucene_norms, name, "
-                      "tokenizer, variant"),
+                      "prune, tokenizer, variant"),
     ("dense:max_length=1.5", "parameter max_length expects int or None, got '1.5'"),
     ("ray:shards=two", "parameter shards expects int, got 'two'"),
     ("dpr:dataset=scifact", "parameter dataset expects Dataset or None, got 'scifact' (not settable on the command line)"),
@@ -119,7 +119,7 @@ def test_nested_parameters_go_to_the_inner_retriever_typed_by_it() -> None:
 @pytest.mark.parametrize("spec, message", [
     ("ray:inner=bm25,inner.k1=abc", "retriever 'ray': parameter inner.k1 expects float, got 'abc'"),
     ("ray:inner=tfidf,inner.k1=1", "retriever 'ray': bad parameters: unknown 'inner.k1'; accepted by 'tfidf': backend, "
-                                   "name, tokenizer"),
+                                   "name, prune, tokenizer"),
     ("dpr:dense.max_length=long", "retriever 'dpr': parameter dense.max_length expects int or None, got 'long'"),
     ("ray:inner_params.k1=1", "'inner_params' takes no nested parameters (nested ones: actor_options, inner)"),
 ])
@@ -191,7 +191,7 @@ def test_cached_run_builds_a_retriever_without_a_tokenizer(monkeypatch: pytest.M
 @pytest.mark.parametrize("args, line", [
     (["run", "--retriever", "bm25:k1=abc"], "odqa-bench: error: retriever 'bm25': parameter k1 expects float, got 'abc'"),
     (["run", "--retriever", "bm25:kone=1"], "odqa-bench: error: retriever 'bm25': bad parameters: unknown 'kone'; "
-                                            "accepted: b, backend, k1, lucene_norms, name, tokenizer, variant"),
+                                            "accepted: b, backend, k1, lucene_norms, name, prune, tokenizer, variant"),
     (["run", "--retriever", "ray:inner=bm25,inner.k1=abc"], "retriever 'ray': parameter inner.k1 expects float, got 'abc'"),
     (["export", "--dataset", "default", "--qrels", "/dev/null", "--retriever", "tfidf:k1=1"], "unknown 'k1'"),
 ])

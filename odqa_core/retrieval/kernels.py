@@ -1,12 +1,20 @@
-"""Optional numba kernels for lexical search: accumulate each query's postings into a dense
-buffer, then keep the top k of the touched documents in a bounded heap ordered by score, then
-tie key. Parallel over queries. Scores are summed in the same order as scipy's sparse product,
-so both backends return identical runs (tested)."""
+"""Optional numba kernels for lexical search, parallel over queries, two ways to one answer.
+
+Exhaustive: accumulate each query's postings into a dense buffer, then keep the top k of the
+touched documents in a bounded heap ordered by score, then tie key.
+Pruned (MaxScore): walk the postings in document order and skip documents whose upper bound
+(per-term maximum weights) cannot reach the heap's worst; it pays per document what the
+exhaustive kernel pays per posting, so it wins only where common terms have long postings.
+
+Both sum a document's postings in the query row's order, as scipy's sparse product does, so
+every path returns the same run, bit for bit (tested)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NUMBA_AVAILABLE", "sparse_topk"]
+__all__ = ["NUMBA_AVAILABLE", "TermBounds", "term_bounds", "sparse_topk", "PRUNE_MODES"]
 
 try:  # numba is optional: the scipy backend is the reference and the fallback
     import numba
@@ -65,33 +73,215 @@ def _offer(hs: np.ndarray, ht: np.ndarray, hi: np.ndarray, size: int, k: int, s:
     return size
 
 
-def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks):
+def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip):
+    """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where it pays: the query's
+    postings number at least ``min_postings[0]`` and the terms that are non-essential from the
+    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip[0]``
+    of them, or ``min_skip[1]`` of them from ``min_postings[1]`` postings on. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
+    only where it skips long lists of common terms. Rows with a negative weight never prune."""
     n = len(q_indptr) - 1
+    pruned = np.zeros(n, dtype=np.bool_)
+    if mode == 0:
+        return pruned
+    for i in range(n):
+        lo, hi = q_indptr[i], q_indptr[i + 1]
+        ok = True
+        for p in range(lo, hi):
+            if q_data[p] < 0.0:
+                ok = False
+        if not ok or mode == 1:
+            pruned[i] = ok
+            continue
+        m = hi - lo
+        total = 0
+        theta = 0.0
+        ub = np.empty(m)
+        df = np.empty(m, dtype=np.int64)
+        for j in range(m):
+            t = q_indices[lo + j]
+            df[j] = w_indptr[t + 1] - w_indptr[t]
+            total += df[j]
+            ub[j] = q_data[lo + j] * term_ub[t]
+            floor = q_data[lo + j] * term_kth[t]
+            if floor > theta:
+                theta = floor
+        if total < min_postings[0]:
+            continue
+        skipped = 0
+        bound = 0.0
+        for j in np.argsort(ub):
+            bound += ub[j]
+            if bound >= theta:
+                break
+            skipped += df[j]
+        pruned[i] = skipped >= (min_skip[1] if total >= min_postings[1] else min_skip[0]) * total
+    return pruned
+
+
+def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks,
+            term_ub, term_kth, mode, min_postings, min_skip):
+    n = len(q_indptr) - 1
+    pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
+    # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
+    n_buf = n_docs if not pruned.all() else 0
     for blk in _prange(n_blocks):
         # one accumulator per block, reset through the touched list: no O(n_docs) work per query
-        acc = np.zeros(n_docs)
-        seen = np.zeros(n_docs, dtype=np.bool_)
-        touched = np.empty(n_docs + 1, dtype=np.int64)  # +1: the branch-free append writes one past
+        acc = np.zeros(n_buf)
+        seen = np.zeros(n_buf, dtype=np.bool_)
+        touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
         hs = np.empty(k)
         ht = np.empty(k, dtype=np.int64)
         hi = np.empty(k, dtype=np.int64)
         for i in range(blk, n, n_blocks):
-            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-                 acc, seen, touched, hs, ht, hi)
+            if pruned[i]:
+                _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx,
+                            out_sc, term_ub, term_kth, hs, ht, hi)
+            else:
+                _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
+                     acc, seen, touched, hs, ht, hi)
 
 
 def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                   n_blocks):
+                   n_blocks, term_ub, term_kth, mode, min_postings, min_skip):
     """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
-    acc = np.zeros(n_docs)
-    seen = np.zeros(n_docs, dtype=np.bool_)
-    touched = np.empty(n_docs + 1, dtype=np.int64)  # +1: the branch-free append writes one past
+    pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
+    # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
+    n_buf = n_docs if not pruned.all() else 0
+    acc = np.zeros(n_buf)
+    seen = np.zeros(n_buf, dtype=np.bool_)
+    touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
     hs = np.empty(k)
     ht = np.empty(k, dtype=np.int64)
     hi = np.empty(k, dtype=np.int64)
     for i in range(len(q_indptr) - 1):
-        _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-             acc, seen, touched, hs, ht, hi)
+        if pruned[i]:
+            _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                        term_ub, term_kth, hs, ht, hi)
+        else:
+            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
+                 acc, seen, touched, hs, ht, hi)
+
+
+def _gallop(w_indices, lo, hi, d):
+    """The first position in ``[lo, hi)`` whose document is >= ``d`` (doc-ordered postings):
+    doubling steps, then bisection, so short skips cost little and long ones log."""
+    if lo >= hi or w_indices[lo] >= d:
+        return lo
+    prev = lo
+    step = 1
+    nxt = lo + 1
+    while nxt < hi and w_indices[nxt] < d:
+        prev = nxt
+        step *= 2
+        nxt = prev + step
+    left = prev + 1
+    right = nxt if nxt < hi else hi
+    while left < right:
+        mid = (left + right) >> 1
+        if w_indices[mid] < d:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
+def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                term_ub, term_kth, hs, ht, hi):
+    """MaxScore for query i: terms sorted by upper bound; the lowest ones whose bounds sum below
+    the heap's worst are non-essential (a document found only there cannot enter), so documents
+    are enumerated from the essential terms' postings and the rest are looked up by galloping,
+    lowest bound last, giving up once the bound falls below the heap's worst.
+    The threshold starts at the best of the terms' k-th largest weights (``term_kth``): each term
+    alone gives k documents scoring at least that much.
+    Needs non-negative weights; the row's exact score is summed in the row's own order."""
+    lo = q_indptr[i]
+    m = q_indptr[i + 1] - lo
+    if m == 0:
+        return
+    ub = np.empty(m)
+    for j in range(m):
+        ub[j] = q_data[lo + j] * term_ub[q_indices[lo + j]]
+    order = np.argsort(ub, kind="mergesort")
+    prefix = np.empty(m + 1)  # prefix[j]: the bounds of the j lowest-bound terms summed
+    prefix[0] = 0.0
+    cur = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    doc = np.empty(m, dtype=np.int64)  # the document under each cursor; n_docs once exhausted
+    for j in range(m):
+        pos = order[j]
+        prefix[j + 1] = prefix[j] + ub[pos]
+        t = q_indices[lo + pos]
+        cur[j] = w_indptr[t]
+        end[j] = w_indptr[t + 1]
+        doc[j] = w_indices[cur[j]] if cur[j] < end[j] else n_docs
+    # bounds and partial sums are summed in other orders than the exact score: inflate them past
+    # any rounding (at most m units in the last place each, all terms being non-negative)
+    slack = 1.0 + 4.0 * (m + 1) * 2.220446049250313e-16
+    contrib = np.zeros(m)
+    has = np.zeros(m, dtype=np.bool_)
+    size = 0
+    theta = 0.0
+    for j in range(m):
+        floor = q_data[lo + j] * term_kth[q_indices[lo + j]]
+        if floor > theta:
+            theta = floor
+    e = 0  # terms order[:e] are non-essential: their bounds sum below theta
+    while e < m and prefix[e + 1] * slack < theta:
+        e += 1
+    while e < m:
+        d = n_docs
+        for j in range(e, m):
+            if doc[j] < d:
+                d = doc[j]
+        if d == n_docs:
+            break
+        s = 0.0
+        for j in range(e, m):
+            if doc[j] == d:
+                c = cur[j]
+                pos = order[j]
+                v = q_data[lo + pos] * w_data[c]
+                contrib[pos] = v
+                has[pos] = True
+                s += v
+                c += 1
+                cur[j] = c
+                doc[j] = w_indices[c] if c < end[j] else n_docs
+        alive = True
+        for j in range(e - 1, -1, -1):
+            if (s + prefix[j + 1]) * slack < theta:
+                alive = False
+                break
+            c = _gallop(w_indices, cur[j], end[j], d)
+            cur[j] = c
+            if c < end[j] and w_indices[c] == d:
+                pos = order[j]
+                v = q_data[lo + pos] * w_data[c]
+                contrib[pos] = v
+                has[pos] = True
+                s += v
+        exact = 0.0
+        for pos in range(m):
+            if has[pos]:
+                exact += contrib[pos]
+                has[pos] = False
+        if alive:
+            size = _offer(hs, ht, hi, size, k, exact, ties[d], d)
+            if size == k and hs[0] > theta:
+                theta = hs[0]
+                while e < m and prefix[e + 1] * slack < theta:
+                    e += 1
+    _drain(i, out_idx, out_sc, hs, ht, hi, size)
+
+
+def _drain(i, out_idx, out_sc, hs, ht, hi, size):
+    """Pop the heap from worst to best into row i's first ``size`` slots, best first."""
+    for r in range(size - 1, -1, -1):
+        out_idx[i, r] = hi[0]
+        out_sc[i, r] = hs[0]
+        size -= 1
+        hs[0], ht[0], hi[0] = hs[size], ht[size], hi[size]
+        _sift_down(hs, ht, hi, size, 0)
 
 
 def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
@@ -133,26 +323,39 @@ def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, o
         d = touched[j]
         if seen[d]:
             size = _offer(hs, ht, hi, size, k, acc[d], ties[d], d)
-    # pop the heap from worst to best into the row's tail
-    for r in range(size - 1, -1, -1):
-        out_idx[i, r] = hi[0]
-        out_sc[i, r] = hs[0]
-        size -= 1
-        hs[0], ht[0], hi[0] = hs[size], ht[size], hi[size]
-        _sift_down(hs, ht, hi, size, 0)
+    _drain(i, out_idx, out_sc, hs, ht, hi, size)
     for j in range(n_touched):
         d = touched[j]
         acc[d] = 0.0
         seen[d] = False
 
 
+def _row_kth(indptr, data, ks):
+    """``out[a, t]``: row t's ``ks[a]``-th largest value (0 where the row is shorter)."""
+    out = np.zeros((len(ks), len(indptr) - 1))
+    for t in range(len(indptr) - 1):
+        n = indptr[t + 1] - indptr[t]
+        if n < ks[0]:
+            continue
+        row = data[indptr[t]:indptr[t + 1]].copy()
+        for a in range(len(ks)):
+            if ks[a] <= n:
+                out[a, t] = np.partition(row, n - ks[a])[n - ks[a]]
+    return out
+
+
 if NUMBA_AVAILABLE:
+    _row_kth = numba.njit(cache=True)(_row_kth)
     _prange = numba.prange
     _worse = numba.njit(cache=True, inline="always")(_worse)
     _sift_down = numba.njit(cache=True)(_sift_down)
     _sift_up = numba.njit(cache=True)(_sift_up)
     _offer = numba.njit(cache=True, inline="always")(_offer)
+    _drain = numba.njit(cache=True)(_drain)
+    _gallop = numba.njit(cache=True, inline="always")(_gallop)
+    _plan = numba.njit(cache=True)(_plan)
     _one = numba.njit(cache=True)(_one)
+    _one_pruned = numba.njit(cache=True)(_one_pruned)
     _search_par = numba.njit(cache=True, parallel=True)(_search)
     _search_ser = numba.njit(cache=True)(_search_serial)
 else:  # pragma: no cover
@@ -161,19 +364,77 @@ else:  # pragma: no cover
 
 # below this many queries a parallel launch costs more than it saves
 PARALLEL_MIN_QUERIES = 64
+PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
+# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS[0] postings, at least the
+# PRUNE_MIN_SKIP[0] share of them in terms non-essential from the start; from PRUNE_MIN_POSTINGS[1]
+# postings on, PRUNE_MIN_SKIP[1] of them (see ``_plan``)
+PRUNE_MIN_POSTINGS = (5_000, 200_000)
+PRUNE_MIN_SKIP = (0.85, 0.5)
 
 
-def sparse_topk(q, wt, ties: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``q @ wt`` (CSR query-term weights times CSR term-document weights), positive
-    scores only, ordered by score then ``ties``; -1 / -inf padding."""
+# the depths whose per-term k-th largest weight is kept: a search for top k starts its threshold
+# from the smallest kept depth >= k
+KTH_DEPTHS = (10, 100, 1000)
+
+
+@dataclass(frozen=True)
+class TermBounds:
+    """What pruning needs from an index, per term: its largest weight (its score bound for a
+    query count of 1) and its ``KTH_DEPTHS``-th largest weights (a threshold to start from);
+    and whether every weight is non-negative (the bounds assume it)."""
+
+    term_max: np.ndarray
+    term_kth: np.ndarray  # (len(KTH_DEPTHS), n_terms)
+    nonnegative: bool
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.term_max.nbytes + self.term_kth.nbytes)
+
+    def floor(self, k: int) -> np.ndarray:
+        """Per-term weights that at least k documents reach (zeros beyond the kept depths)."""
+        for a, depth in enumerate(KTH_DEPTHS):
+            if k <= depth:
+                return self.term_kth[a]
+        return np.zeros_like(self.term_max)
+
+
+def term_bounds(wt) -> TermBounds:
+    """Per-term maxima and k-th largest weights of a CSR term-document weight matrix, in a few
+    linear passes over its weights."""
+    data = np.asarray(wt.data, dtype=np.float64)
+    term_max = np.zeros(wt.shape[0])
+    rows = np.flatnonzero(np.diff(wt.indptr))
+    if len(rows):
+        term_max[rows] = np.maximum.reduceat(data, wt.indptr[rows])
+    if NUMBA_AVAILABLE:
+        term_kth = _row_kth(np.asarray(wt.indptr, dtype=np.int64), data, np.asarray(KTH_DEPTHS, dtype=np.int64))
+    else:  # pragma: no cover - the kernels that read them need numba
+        term_kth = np.zeros((len(KTH_DEPTHS), wt.shape[0]))
+    return TermBounds(term_max, term_kth, bool(len(data) == 0 or data.min() >= 0.0))
+
+
+def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
+                prune: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``q @ wt`` (CSR query-term weights times CSR term-document weights with
+    doc-sorted rows), positive scores only, ordered by score then ``ties``; -1 / -inf padding.
+    ``bounds`` (from :func:`term_bounds`) allows MaxScore pruning, by ``prune``: never, always,
+    or auto (per query, by its posting count); every choice returns the same run."""
+    if prune not in PRUNE_MODES:
+        raise ValueError(f"prune must be one of {', '.join(PRUNE_MODES)}, got {prune!r}")
     n, n_docs = q.shape[0], wt.shape[1]
     out_idx = np.full((n, k), -1, dtype=np.int64)
     out_sc = np.full((n, k), -np.inf)
     if n == 0 or k == 0:
         return out_idx, out_sc
+    q_data = np.asarray(q.data, dtype=np.float64)
+    usable = bounds is not None and bounds.nonnegative  # rows with a negative weight: see _plan
+    mode = PRUNE_MODES[prune] if usable else 0
+    term_max = bounds.term_max if usable else np.zeros(0)
+    term_kth = bounds.floor(k) if usable else np.zeros(0)
     blocks = max(1, min(numba.get_num_threads(), n))
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
-    run(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, wt.indices,
-                np.asarray(wt.data, dtype=np.float64), np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc,
-                blocks)
+    run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
+        np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
+        np.asarray(PRUNE_MIN_POSTINGS, dtype=np.int64), np.asarray(PRUNE_MIN_SKIP, dtype=np.float64))
     return out_idx, out_sc

@@ -125,6 +125,7 @@ def lucene_length(dl: np.ndarray) -> np.ndarray:
 
 
 BACKENDS = ("auto", "numpy", "numba")
+PRUNE = ("auto", "never", "always")
 
 
 @dataclass
@@ -132,15 +133,26 @@ class _Lexical:
     tokenizer: str = "regex"
     name: str = "sparse"
     backend: str = "auto"
+    prune: str = "auto"  # numba backend: MaxScore pruning (auto: per query, where it pays); same runs
     _ties: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _vocab: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
     _wt: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
+    _bounds: object = field(default=None, repr=False)  # kernels.TermBounds of _wt, for pruning
     _raw_counts = True  # query weights are the counts themselves (False: query_matrix reweights)
 
     def _doc_tokens(self, corpus: Corpus) -> list[list[str]]:
         if len(corpus) == 0:
             raise OdqaBenchError(f"{self.name}: cannot index an empty corpus")
         return tokenize_cached(get_tokenizer(self.tokenizer), corpus.joined())
+
+    def _set_weights(self, wt: sp.csr_matrix) -> None:
+        """Keep the term-document weights (doc-sorted rows, as the kernels walk them) and the
+        per-term bounds that pruning reads: one pass over the weights, made with the index."""
+        from .kernels import term_bounds
+
+        wt.sort_indices()
+        self._wt = wt
+        self._bounds = term_bounds(wt)
 
     def query_terms(self, queries: list[str]) -> QueryTerms:
         return query_terms(get_tokenizer(self.tokenizer)(list(queries)), self._vocab)
@@ -163,6 +175,8 @@ class _Lexical:
             raise OdqaBenchError(f"{self.name}: unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
         if self.backend == "numba" and not NUMBA_AVAILABLE:
             raise OdqaBenchError(f"{self.name}: backend 'numba' needs numba: pip install numba")
+        if self.prune not in PRUNE:
+            raise OdqaBenchError(f"{self.name}: unknown prune {self.prune!r}; known: {', '.join(PRUNE)}")
         if self.backend == "auto":
             return "numba" if NUMBA_AVAILABLE else "numpy"
         return self.backend
@@ -175,7 +189,7 @@ class _Lexical:
 
             # raw counts need no scipy matrix: the kernel reads the CSR arrays as they are
             q = self.query_terms(queries) if self._raw_counts else self.query_matrix(queries).tocsr()
-            return sparse_topk(q, self._wt, self._ties, k)
+            return sparse_topk(q, self._wt, self._ties, k, self._bounds, self.prune)
         q = self.query_matrix(queries)
         idx = np.full((len(queries), k), -1, dtype=np.int64)
         sc = np.full((len(queries), k), -np.inf)
@@ -202,7 +216,7 @@ class BM25(_Lexical):
             raise OdqaBenchError(f"unknown bm25 variant {self.variant!r}; known: {', '.join(BM25_VARIANTS)}")
         counts, self._vocab = build_counts(self._doc_tokens(corpus))
         self._ties = tie_keys(corpus.ids)
-        self._wt = self.weights(counts).T.tocsr()
+        self._set_weights(self.weights(counts).T.tocsr())
         return self
 
     def weights(self, counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -238,7 +252,7 @@ class TfIdf(_Lexical):
         counts, self._vocab = build_counts(self._doc_tokens(corpus))
         self._tf = TfidfTransformer(sublinear_tf=True, norm="l2").fit(counts)
         self._ties = tie_keys(corpus.ids)
-        self._wt = self._tf.transform(counts).T.tocsr()
+        self._set_weights(self._tf.transform(counts).T.tocsr())
         return self
 
     def query_matrix(self, queries: list[str]) -> sp.csr_matrix:

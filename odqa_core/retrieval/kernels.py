@@ -185,6 +185,66 @@ def _gallop(w_indices, lo, hi, d):
     return left
 
 
+def _pruned_cursors(lo, m, q_indices, q_data, w_indptr, w_indices, n_docs, term_ub):
+    """The query's terms sorted by upper bound (``order``), the bounds' prefix sums, and one
+    posting cursor per term with its end and current document (``n_docs`` once exhausted)."""
+    ub = np.empty(m)
+    for j in range(m):
+        ub[j] = q_data[lo + j] * term_ub[q_indices[lo + j]]
+    order = np.argsort(ub, kind="mergesort")
+    prefix = np.empty(m + 1)  # prefix[j]: the bounds of the j lowest-bound terms summed
+    prefix[0] = 0.0
+    cur = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    doc = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        pos = order[j]
+        prefix[j + 1] = prefix[j] + ub[pos]
+        t = q_indices[lo + pos]
+        cur[j] = w_indptr[t]
+        end[j] = w_indptr[t + 1]
+        doc[j] = w_indices[cur[j]] if cur[j] < end[j] else n_docs
+    return order, prefix, cur, end, doc
+
+
+def _score_candidate(d, e, m, lo, q_data, w_indices, w_data, n_docs, order, prefix, cur, end, doc, contrib, has,
+                     theta, slack):
+    """Document ``d``'s score: the essential terms' postings at ``d`` (their cursors advance),
+    then the non-essential ones looked up, highest bound first, until the bound falls below
+    ``theta`` (``alive`` False). The exact score sums the contributions in the row's order."""
+    s = 0.0
+    for j in range(e, m):
+        if doc[j] == d:
+            c = cur[j]
+            pos = order[j]
+            v = q_data[lo + pos] * w_data[c]
+            contrib[pos] = v
+            has[pos] = True
+            s += v
+            c += 1
+            cur[j] = c
+            doc[j] = w_indices[c] if c < end[j] else n_docs
+    alive = True
+    for j in range(e - 1, -1, -1):
+        if (s + prefix[j + 1]) * slack < theta:
+            alive = False
+            break
+        c = _gallop(w_indices, cur[j], end[j], d)
+        cur[j] = c
+        if c < end[j] and w_indices[c] == d:
+            pos = order[j]
+            v = q_data[lo + pos] * w_data[c]
+            contrib[pos] = v
+            has[pos] = True
+            s += v
+    exact = 0.0
+    for pos in range(m):
+        if has[pos]:
+            exact += contrib[pos]
+            has[pos] = False
+    return exact, alive
+
+
 def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
                 term_ub, term_kth, hs, ht, hi):
     """MaxScore for query i: terms sorted by upper bound; the lowest ones whose bounds sum below
@@ -198,22 +258,7 @@ def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
     m = q_indptr[i + 1] - lo
     if m == 0:
         return
-    ub = np.empty(m)
-    for j in range(m):
-        ub[j] = q_data[lo + j] * term_ub[q_indices[lo + j]]
-    order = np.argsort(ub, kind="mergesort")
-    prefix = np.empty(m + 1)  # prefix[j]: the bounds of the j lowest-bound terms summed
-    prefix[0] = 0.0
-    cur = np.empty(m, dtype=np.int64)
-    end = np.empty(m, dtype=np.int64)
-    doc = np.empty(m, dtype=np.int64)  # the document under each cursor; n_docs once exhausted
-    for j in range(m):
-        pos = order[j]
-        prefix[j + 1] = prefix[j] + ub[pos]
-        t = q_indices[lo + pos]
-        cur[j] = w_indptr[t]
-        end[j] = w_indptr[t + 1]
-        doc[j] = w_indices[cur[j]] if cur[j] < end[j] else n_docs
+    order, prefix, cur, end, doc = _pruned_cursors(lo, m, q_indices, q_data, w_indptr, w_indices, n_docs, term_ub)
     # bounds and partial sums are summed in other orders than the exact score: inflate them past
     # any rounding (at most m units in the last place each, all terms being non-negative)
     slack = 1.0 + 4.0 * (m + 1) * 2.220446049250313e-16
@@ -235,36 +280,8 @@ def _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
                 d = doc[j]
         if d == n_docs:
             break
-        s = 0.0
-        for j in range(e, m):
-            if doc[j] == d:
-                c = cur[j]
-                pos = order[j]
-                v = q_data[lo + pos] * w_data[c]
-                contrib[pos] = v
-                has[pos] = True
-                s += v
-                c += 1
-                cur[j] = c
-                doc[j] = w_indices[c] if c < end[j] else n_docs
-        alive = True
-        for j in range(e - 1, -1, -1):
-            if (s + prefix[j + 1]) * slack < theta:
-                alive = False
-                break
-            c = _gallop(w_indices, cur[j], end[j], d)
-            cur[j] = c
-            if c < end[j] and w_indices[c] == d:
-                pos = order[j]
-                v = q_data[lo + pos] * w_data[c]
-                contrib[pos] = v
-                has[pos] = True
-                s += v
-        exact = 0.0
-        for pos in range(m):
-            if has[pos]:
-                exact += contrib[pos]
-                has[pos] = False
+        exact, alive = _score_candidate(d, e, m, lo, q_data, w_indices, w_data, n_docs, order, prefix, cur, end,
+                                        doc, contrib, has, theta, slack)
         if alive:
             size = _offer(hs, ht, hi, size, k, exact, ties[d], d)
             if size == k and hs[0] > theta:
@@ -355,6 +372,8 @@ if NUMBA_AVAILABLE:
     _gallop = numba.njit(cache=True, inline="always")(_gallop)
     _plan = numba.njit(cache=True)(_plan)
     _one = numba.njit(cache=True)(_one)
+    _pruned_cursors = numba.njit(cache=True)(_pruned_cursors)
+    _score_candidate = numba.njit(cache=True, inline="always")(_score_candidate)
     _one_pruned = numba.njit(cache=True)(_one_pruned)
     _search_par = numba.njit(cache=True, parallel=True)(_search)
     _search_ser = numba.njit(cache=True)(_search_serial)

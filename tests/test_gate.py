@@ -260,6 +260,8 @@ def test_terminal_summary_reads_the_result_alone() -> None:
     assert lines[6:] == [f"warning: {w}" for w in res.warnings] and len(lines) == 6 + len(res.warnings)
     assert summary_lines(res, "full", report_dir="out")[-1].endswith("details in out/summary.md")
     assert run_gate(new, {"retrieval": _baseline(old)}, _cfg()).correction == "holm"  # the config's default
+    info_only = run_gate([_rec("test_r[x]", "qps", _vec(40), kind="info")], {}, _cfg())
+    assert summary_lines(info_only, "quick")[0].endswith("): no gated metric (only info figures recorded)")
 
 
 def test_regressed_queries_carry_their_gold_rank_move():

@@ -133,9 +133,11 @@ def measure_size(n_docs: int, pretok: str) -> tuple[SizePoint, Any, list[str]]:
     return point, ours, texts
 
 
-def _goal(odqa_record: Any, name: str, value: float, met: bool, **extra: Any) -> None:
+def _goal(odqa_record: Any, profile: str, name: str, value: float, met: bool, **extra: Any) -> None:
+    """Record a figure with its goal; a missed goal warns only in the full profile, whose sizes
+    (100k, 1M) the goals are set for (the quick profile's 2k and 20k only keep the path honest)."""
     odqa_record(name, value, kind="info", goal=GOALS[name.split("@")[0]], **extra)
-    if not met:
+    if not met and profile == "full":
         warnings.warn(f"bm25 at scale: {name} = {value:.3f}, goal {GOALS[name.split('@')[0]]}", stacklevel=2)
 
 
@@ -161,16 +163,16 @@ def test_bm25_scale(profile: str, pretok: str, benchmark: Any, odqa_record: Any)
         for cell, qps in p.peer_qps.items():
             odqa_record(f"bm25s_qps_{cell}@{n}", qps, kind="info")
             ratio = p.qps[cell] / qps
-            _goal(odqa_record, f"qps_ratio_vs_bm25s@{cell}@{n}", ratio, ratio >= GOALS["qps_ratio_vs_bm25s"])
+            _goal(odqa_record, profile, f"qps_ratio_vs_bm25s@{cell}@{n}", ratio, ratio >= GOALS["qps_ratio_vs_bm25s"])
         if np.isfinite(p.peer_index_s):
             ratio = speed_ratio(p.peer_index_s, p.index_s)
-            _goal(odqa_record, f"index_ratio_vs_bm25s@{n}", ratio, ratio >= GOALS["index_ratio_vs_bm25s"])
+            _goal(odqa_record, profile, f"index_ratio_vs_bm25s@{n}", ratio, ratio >= GOALS["index_ratio_vs_bm25s"])
         for k in KS:
             speedup = p.qps[f"batch2t@{k}"] / p.qps[f"batch1t@{k}"]
-            _goal(odqa_record, f"two_thread_speedup@{k}@{n}", speedup, speedup >= GOALS["two_thread_speedup"])
+            _goal(odqa_record, profile, f"two_thread_speedup@{k}@{n}", speedup, speedup >= GOALS["two_thread_speedup"])
     for mode in ("batch", "single"):
         e = growth_exponent(ns, [1.0 / p.qps[f"{mode}@10"] for p in points])
-        _goal(odqa_record, f"growth_exponent_top10@{mode}", e, e <= GOALS["growth_exponent_top10"], sizes=ns)
+        _goal(odqa_record, profile, f"growth_exponent_top10@{mode}", e, e <= GOALS["growth_exponent_top10"], sizes=ns)
         assert np.isfinite(e) and e < 1.5, f"bm25 top-10 time per query grows as N^{e:.2f} over {ns}"
     log.info("bm25 at scale: %s", points)
     benchmark.extra_info.update({"sizes": ns, "qps": [p.qps for p in points], "peer_qps": [p.peer_qps for p in points],

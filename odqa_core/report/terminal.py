@@ -27,8 +27,8 @@ def summary_lines(result: GateResult, profile: str, report_dir: str | None = Non
     counts: dict[str, int] = {}
     for c in result.comparisons:
         counts[c.status] = counts.get(c.status, 0) + 1
-    lines = [f"odqa-bench gate (profile {profile}, correction {result.correction}, alpha {result.alpha}): "
-             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    verdict = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no gated metric (only info figures recorded)"
+    lines = [f"odqa-bench gate (profile {profile}, correction {result.correction}, alpha {result.alpha}): {verdict}"]
     for f in result.failures:
         lines.append(f"FAIL {f}")
     for c in result.by_status("regressed"):

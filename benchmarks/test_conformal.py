@@ -50,7 +50,7 @@ from odqa_core.conformal.answers import (
     reader_candidates,
 )
 from odqa_core.data import Dataset
-from odqa_core.data.folds import Fold, get_fold, kfold_by_group
+from odqa_core.data.folds import Fold, get_fold, kfold_by_group, sample_held_out
 from odqa_core.report.conformal_table import FoldRow, summary_frame, tables_markdown, write_tables
 from odqa_core.retrieval import Run
 
@@ -296,11 +296,7 @@ def _answer_split(splits: list[list[str]], cal: int) -> tuple[list[str], list[st
 
 
 def _fold_questions(setup: AnswerSetup, ds: Dataset, fold: Fold) -> list[str]:
-    held = [q for q in fold.test_query_ids if ds.answers.get(q)]
-    if setup.sample is None or setup.sample >= len(held):
-        return held
-    pick = np.random.default_rng([SEED, fold.index]).choice(len(held), setup.sample, replace=False)
-    return [held[i] for i in sorted(pick)]
+    return sample_held_out([q for q in fold.test_query_ids if ds.answers.get(q)], setup.sample, SEED, fold.index)
 
 
 @cache

@@ -115,11 +115,9 @@ def _run(setup: Setup, dataset: str, retriever: str) -> Any:
 @cache
 def _e2e_questions(setup: Setup, fold_index: int) -> list[str]:
     """The fold's held-out questions read end to end: all, or a seeded sample in held-out order."""
-    held = _held_out(setup, setup.train_on, fold_index)
-    if setup.e2e_sample is None or setup.e2e_sample >= len(held):
-        return held
-    pick = np.random.default_rng([SEED, fold_index]).choice(len(held), setup.e2e_sample, replace=False)
-    return [held[i] for i in sorted(pick)]
+    from odqa_core.data.folds import sample_held_out
+
+    return sample_held_out(_held_out(setup, setup.train_on, fold_index), setup.e2e_sample, SEED, fold_index)
 
 
 @cache

@@ -85,12 +85,11 @@ def read_runs(reader: ExtractiveReader, jobs: Sequence[tuple[Dataset, Run]], que
     rank), so an answer never depends on which cells ran. :func:`run_e2e_sweep` takes the result
     as ``candidates``."""
     pairs: dict[PairKey, str] = {}
+    rows = [({x: i for i, x in enumerate(run.query_ids)}, {x: i for i, x in enumerate(ds.query_ids)}) for ds, run in jobs]
     for q in query_ids:
-        for ds, run in jobs:
-            pos = {x: i for i, x in enumerate(run.query_ids)}
+        for (ds, run), (pos, qpos) in zip(jobs, rows):
             if q not in pos:
                 raise OdqaBenchError(f"{ds.name}: query {q!r} is not in the run {run.name!r}")
-            qpos = {x: i for i, x in enumerate(ds.query_ids)}
             for j in run.indices[pos[q], :depth]:
                 if j >= 0:
                     pairs.setdefault((q, ds.corpus.texts[j]), ds.query_texts[qpos[q]])

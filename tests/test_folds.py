@@ -174,3 +174,13 @@ def test_duplicates_across_splits() -> None:
     assert "'train'" in msg and "'test'" in msg and "HAMLET" in msg
     # a repeat inside one split is not a cross-split leak
     check_no_duplicates_across({"train": ["same question", "Same question?"], "test": ["other"]})
+
+
+def test_held_out_sample_is_seeded_ordered_and_per_fold():
+    from odqa_core.data.folds import sample_held_out
+
+    qids = [f"q{i:03d}" for i in range(200)]
+    a = sample_held_out(qids, 30, 0, 1)
+    assert len(set(a)) == 30 and set(a) <= set(qids) and a == sorted(a, key=qids.index)
+    assert a == sample_held_out(qids, 30, 0, 1) and a != sample_held_out(qids, 30, 0, 2)
+    assert sample_held_out(qids, None, 0, 1) == qids == sample_held_out(qids, 500, 0, 1)

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import OdqaBenchError
 from .types import Dataset
 
-__all__ = ["Fold", "kfold_by_group", "get_fold", "split_dataset", "normalize_question", "check_leakage",
+__all__ = ["Fold", "kfold_by_group", "sample_held_out", "get_fold", "split_dataset", "normalize_question", "check_leakage",
            "check_no_duplicates_across"]
 
 log = logging.getLogger(__name__)
@@ -192,4 +192,13 @@ def check_no_duplicates_across(splits: dict[str, list[str]]) -> None:
                 leaks.append(f"question {text!r} is in both {first[0]!r} and {split!r}")
     if leaks:
         _fail("splits " + ", ".join(repr(s) for s in splits), leaks)
+
+
+def sample_held_out(query_ids: list[str], n: int | None, seed: int, fold_index: int) -> list[str]:
+    """A seeded sample of ``n`` of a fold's held-out questions, in their own order (all of them
+    when ``n`` is None or not smaller); the same per fold wherever a suite draws it."""
+    if n is None or n >= len(query_ids):
+        return list(query_ids)
+    pick = np.random.default_rng([seed, fold_index]).choice(len(query_ids), n, replace=False)
+    return [query_ids[i] for i in sorted(pick)]
 

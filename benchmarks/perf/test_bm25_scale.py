@@ -1,6 +1,8 @@
 """bm25 at scale on synthetic corpora, against bm25s-numba in the same run: index build time and
 memory per million passages, top-10 and top-100 queries/s (one batch, and one query at a time,
 each on one thread), the two-thread speed-up, and the growth exponent of top-10 time per query.
+Where installed, PISA and tantivy (``peers.py``) answer the same batch beside ours at each size:
+their queries/s, our ratio to each, and how many of their top 10 ours shares.
 
 The full profile measures 100k and 1M passages (``tox -e perf``); the quick profile runs the same
 code at sizes CI can afford. Ratios and exponents are reported with their goals as ``info`` and
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from odqa_core.perfstats import growth_exponent, interleaved_min, peak_memory, s
 from odqa_core.retrieval import get_retriever
 from odqa_core.synthetic import synthetic_dataset
 
+from .peers import ENGINES, build_peer, installed
 from .test_sparse_perf import numba_threads
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,7 @@ K1, B = 0.9, 0.4
 SEED = 0
 ROUNDS = 3
 GOALS = {"qps_ratio_vs_bm25s": 2.0, "growth_exponent_top10": 0.6, "two_thread_speedup": 1.7,
-         "index_ratio_vs_bm25s": 2.0}
+         "index_ratio_vs_bm25s": 2.0, "qps_ratio_vs_pisa": 1.5}
 HAS_BM25S = importlib.util.find_spec("bm25s") is not None and importlib.util.find_spec("numba") is not None
 
 
@@ -51,6 +56,7 @@ class SizePoint:
     qps: dict[str, float] = field(default_factory=dict)       # "batch@10", "single@100", "batch2t@10", ...
     peer_qps: dict[str, float] = field(default_factory=dict)
     peer_index_s: float = float("nan")
+    others: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> "index_s", "batch@10", ...
 
 
 def _index_bytes(r: Any) -> int:
@@ -130,7 +136,28 @@ def measure_size(n_docs: int, pretok: str) -> tuple[SizePoint, Any, list[str]]:
         t_one, t_two = interleaved_min(partial(_search, ours, texts, k, 1), partial(_search, ours, texts, k, 2), ROUNDS)
         point.qps[f"batch1t@{k}"] = N_QUERIES / t_one
         point.qps[f"batch2t@{k}"] = N_QUERIES / t_two
+    for name in ENGINES:
+        if installed(name):
+            point.others[name] = measure_engine(name, ours, texts, [t.split() for t in ds.corpus.texts], query_tokens)
     return point, ours, texts
+
+
+def measure_engine(name: str, ours: Any, texts: list[str], doc_tokens: list[list[str]],
+                   query_tokens: list[list[str]]) -> dict[str, float]:
+    """A peer engine's index time, its batch queries/s at each k beside ours (interleaved, one
+    thread), and the mean share of its top 10 that ours also returns."""
+    with tempfile.TemporaryDirectory(prefix=f"odqa-{name}-") as tmp:
+        peer, index_s = _timed(partial(build_peer, name, doc_tokens, Path(tmp), K1, B))
+        out = {"index_s": index_s}
+        for k in KS:
+            peer.search(query_tokens[:2], k)  # load and prepare outside the timings
+            t, tp = interleaved_min(partial(_search, ours, texts, k), partial(peer.search, query_tokens, k), ROUNDS)
+            out[f"batch@{k}"] = N_QUERIES / tp
+            out[f"ours_batch@{k}"] = N_QUERIES / t
+        mine, _ = _search(ours, texts, 10)
+        theirs = peer.search(query_tokens, 10)
+        out["top10_overlap"] = float(np.mean([len(set(a[a >= 0]) & set(b)) / 10 for a, b in zip(mine, theirs)]))
+        return out
 
 
 def _goal(odqa_record: Any, profile: str, name: str, value: float, met: bool, **extra: Any) -> None:
@@ -139,6 +166,24 @@ def _goal(odqa_record: Any, profile: str, name: str, value: float, met: bool, **
     odqa_record(name, value, kind="info", goal=GOALS[name.split("@")[0]], **extra)
     if not met and profile == "full":
         warnings.warn(f"bm25 at scale: {name} = {value:.3f}, goal {GOALS[name.split('@')[0]]}", stacklevel=2)
+
+
+def _record_others(odqa_record: Any, profile: str, p: SizePoint) -> None:
+    """PISA's and tantivy's figures at one size: queries/s, our same-run ratio (goal against
+    PISA), index time, and top-10 agreement, which must show they answer the same queries."""
+    n = p.n_docs
+    for name, figs in p.others.items():
+        odqa_record(f"{name}_index_s@{n}", figs["index_s"], higher_is_better=False, kind="info")
+        odqa_record(f"{name}_top10_overlap@{n}", figs["top10_overlap"], kind="info")
+        assert figs["top10_overlap"] > 0.5, f"{name} and bm25 share {figs['top10_overlap']:.2f} of their top 10 at {n}"
+        for k in KS:
+            ratio = figs[f"ours_batch@{k}"] / figs[f"batch@{k}"]
+            odqa_record(f"{name}_qps_batch@{k}@{n}", figs[f"batch@{k}"], kind="info")
+            goal = GOALS.get(f"qps_ratio_vs_{name}")
+            if goal is None:
+                odqa_record(f"qps_ratio_vs_{name}@batch@{k}@{n}", ratio, kind="info")
+            else:
+                _goal(odqa_record, profile, f"qps_ratio_vs_{name}@batch@{k}@{n}", ratio, ratio >= goal)
 
 
 @pytest.mark.perf
@@ -167,6 +212,7 @@ def test_bm25_scale(profile: str, pretok: str, benchmark: Any, odqa_record: Any)
         if np.isfinite(p.peer_index_s):
             ratio = speed_ratio(p.peer_index_s, p.index_s)
             _goal(odqa_record, profile, f"index_ratio_vs_bm25s@{n}", ratio, ratio >= GOALS["index_ratio_vs_bm25s"])
+        _record_others(odqa_record, profile, p)
         for k in KS:
             speedup = p.qps[f"batch2t@{k}"] / p.qps[f"batch1t@{k}"]
             _goal(odqa_record, profile, f"two_thread_speedup@{k}@{n}", speedup, speedup >= GOALS["two_thread_speedup"])
@@ -176,5 +222,6 @@ def test_bm25_scale(profile: str, pretok: str, benchmark: Any, odqa_record: Any)
         assert np.isfinite(e) and e < 1.5, f"bm25 top-10 time per query grows as N^{e:.2f} over {ns}"
     log.info("bm25 at scale: %s", points)
     benchmark.extra_info.update({"sizes": ns, "qps": [p.qps for p in points], "peer_qps": [p.peer_qps for p in points],
+                                 "engines": [p.others for p in points],
                                  "index_s": [p.index_s for p in points]})
     benchmark.pedantic(partial(_search, largest, queries, 10), rounds=3, warmup_rounds=0, iterations=1)

@@ -1,5 +1,7 @@
 """Sparse retrieval speed on SciFact against rank_bm25 and bm25s, measured in the same run, at
-top-10 and top-100 against bm25s (rank_bm25 scores every document whatever k: top-100 only).
+top-10 and top-100 against bm25s (rank_bm25 scores every document whatever k: top-100 only), and
+against PISA and tantivy where they are installed (``peers.py``; their ratios are ``info``, since
+CI does not install them).
 
 Every engine gets the same Lucene-English token lists, so each ratio measures the engine. Ratios
 use the fastest of several interleaved rounds; absolute times go to pytest-benchmark and to
@@ -19,7 +21,11 @@ import pytest
 from odqa_core.perfstats import interleaved_latencies, interleaved_min, percentiles, speed_ratio
 from odqa_core.retrieval import get_retriever
 
+from .peers import ENGINES, build_peer, installed
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .conftest import TokenizedSet
 
 K = 100                   # parity and index cells; the speed cells name their k
@@ -30,7 +36,7 @@ LATENCY_SAMPLE = 60
 RANK_LATENCY_SAMPLE = 15
 PARITY_QUERIES = 20
 SEED = 0
-GOALS = {"qps_ratio_vs_rank_bm25": 100.0, "qps_ratio_vs_bm25s": 1.0}
+GOALS = {"qps_ratio_vs_rank_bm25": 100.0, "qps_ratio_vs_bm25s": 1.0, "qps_ratio_vs_pisa": 1.5}
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _NEEDS_NUMBA = pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
@@ -50,6 +56,10 @@ THROUGHPUT_CELLS = [pytest.param("rank_bm25", 1, K, id="rank_bm25")] + [
     pytest.param(peer, threads, k, id=f"{peer}{tid}{_k_id(k)}",
                  marks=[_NEEDS_NUMBA] if peer == "bm25s-numba" else [])
     for k in KS for peer, threads, tid in (("bm25s-numpy", 1, ""), ("bm25s-numba", 1, "-1t"), ("bm25s-numba", 2, "-2t"))
+] + [
+    pytest.param(name, 1, k, id=f"{name}-k{k}",
+                 marks=[pytest.mark.skipif(not installed(name), reason=f"{ENGINES[name]} not installed (tox -e peers)")])
+    for k in KS for name in ENGINES
 ]
 
 
@@ -81,9 +91,10 @@ def family(peer: str) -> str:
 class Engines:
     """Indexes built once per module over the shared tokens: ours, and each peer on demand."""
 
-    def __init__(self, ts: TokenizedSet, tokenizer: str) -> None:
+    def __init__(self, ts: TokenizedSet, tokenizer: str, workdir: Path) -> None:
         self.ts = ts
         self.tokenizer = tokenizer
+        self.workdir = workdir
         self._built: dict[str, Any] = {}
 
     def build(self, name: str) -> Callable[[], Any]:
@@ -103,12 +114,14 @@ class Engines:
                 return r
 
             return build
+        if name in ENGINES:
+            return lambda: build_peer(name, ts.doc_tokens, self.workdir, K1, B)
         raise ValueError(f"unknown engine {name}")
 
     def get(self, name: str) -> Any:
         if name not in self._built:
             self._built[name] = self.build(name)()
-            if name == "bm25s-numba":  # compile the JIT kernels outside any timing
+            if name == "bm25s-numba" or name in ENGINES:  # compile / load outside any timing
                 self.searcher(name, [0])()
                 self.searcher(name, [0, 1], 2)()
         return self._built[name]
@@ -118,6 +131,9 @@ class Engines:
         on ``threads`` threads (1: serial)."""
         eng = self.get(name)
         pos = [int(p) for p in positions]
+        if name in ENGINES:
+            toks = [self.ts.query_tokens[p] for p in pos]
+            return lambda: eng.search(toks, k)
         if name.startswith("bm25s"):
             toks = [self.ts.query_tokens[p] for p in pos]
             return lambda: eng.retrieve(toks, k=k, show_progress=False, n_threads=threads)
@@ -131,8 +147,8 @@ class Engines:
 
 
 @pytest.fixture(scope="module")
-def engines(scifact_tokens: TokenizedSet, pretok: str) -> Engines:
-    return Engines(scifact_tokens, pretok)
+def engines(scifact_tokens: TokenizedSet, pretok: str, tmp_path_factory: pytest.TempPathFactory) -> Engines:
+    return Engines(scifact_tokens, pretok, tmp_path_factory.mktemp("engines"))
 
 
 def _sample(n: int, size: int) -> np.ndarray:
@@ -161,6 +177,21 @@ def test_bm25_lucene_scores_match_bm25s(engines: Engines) -> None:
     _, peer_sc = engines.searcher("bm25s-numpy", pos)()
     ours_sc = np.where(np.isfinite(ours_sc), ours_sc, 0.0)  # bm25s pads with score 0
     np.testing.assert_allclose(ours_sc, np.asarray(peer_sc, dtype=np.float64), rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.skipif(not installed(n), reason=f"{ENGINES[n]} not installed (tox -e peers)"))
+    for n in ENGINES])
+def test_peer_engines_rank_like_bm25(name: str, engines: Engines) -> None:
+    """PISA and tantivy answer the queries they are timed on: most of their top 10 is ours (their
+    BM25 formulas differ slightly, and tantivy's k1 and b are fixed)."""
+    ts = engines.ts
+    pos = _sample(len(ts.queries), 200)
+    mine, _ = engines.searcher("ours", pos, k=10)()
+    theirs = engines.searcher(name, pos, k=10)()
+    overlap = np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / max(1, min(10, (a >= 0).sum()))
+                       for a, b in zip(mine, theirs)])
+    assert overlap > 0.6, f"{name} shares {overlap:.2f} of bm25's top 10 on SciFact"
 
 
 # --- speed --------------------------------------------------------------------------------------
@@ -195,11 +226,12 @@ def test_query_throughput(peer: str, threads: int, k: int, engines: Engines, ben
     ratio = qps / peer_qps
     name = f"qps_ratio_vs_{family(peer)}"
     odqa_record.dataset(ts.dataset)
-    odqa_record(name, ratio, kind="speed", goal=GOALS[name], peer=peer, k=k, threads=threads)
+    odqa_record(name, ratio, kind="info" if peer in ENGINES else "speed", peer=peer, k=k, threads=threads,
+                **({"goal": GOALS[name]} if name in GOALS else {}))
     odqa_record("qps", qps, kind="info", threads=threads)
     odqa_record(f"{family(peer)}_qps", peer_qps, kind="info", threads=threads)
     benchmark.extra_info.update({"k": k, "n_queries": n_all, "qps": qps, "peer": peer, "peer_queries": n_peer,
-                                 "threads": threads, "peer_qps": peer_qps, name: ratio, "goal": GOALS[name]})
+                                 "threads": threads, "peer_qps": peer_qps, name: ratio, "goal": GOALS.get(name)})
     if peer == "rank_bm25":
         assert ratio > 1.0, f"bm25 answers {qps:.0f} queries/s, slower than pure-Python rank_bm25 ({peer_qps:.0f}/s)"
     benchmark.pedantic(ours, rounds=5, warmup_rounds=1, iterations=1)

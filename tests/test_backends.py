@@ -351,6 +351,39 @@ def test_export_traces_an_eval_model_in_place_and_restores_it(tmp_path: Path) ->
 
 
 @needs_onnx
+def test_large_models_export_in_a_child_process_to_the_same_graph(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    model = tiny_bert(seed=0).model.eval()
+    onnx_export.export_isolated(model, tmp_path / "here.onnx")  # below the threshold: in this process
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting_run(args: list[str], **kw: object) -> object:
+        calls.append(list(args))
+        return real_run(args, **kw)
+
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
+    onnx_export.export_isolated(model, tmp_path / "child.onnx")
+    assert len(calls) == 1 and "odqa_core.encoders.onnx_child" in calls[0]
+    assert (tmp_path / "here.onnx").read_bytes() == (tmp_path / "child.onnx").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]  # the saved module is gone
+
+
+@needs_onnx
+def test_a_failed_child_export_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
+    model = tiny_bert(seed=0).model.eval()
+    taken = tmp_path / "m.onnx"
+    taken.mkdir()  # the child cannot write its graph where a folder is
+    with pytest.raises(OdqaBenchError, match="failed in its child process") as err:
+        onnx_export.export_isolated(model, taken)
+    assert "\n" not in str(err.value)
+
+
+@needs_onnx
 def test_onnx_bucketing_restores_input_order(tiny: HFEncoder, tmp_cache: Path) -> None:
     w = wrap_backend(tiny, "onnx-fp32", max_tokens=20)
     truth = np.vstack([w.encode([t]) for t in TEXTS])

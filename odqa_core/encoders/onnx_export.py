@@ -56,6 +56,7 @@ __all__ = [
     "probe_cosines",
     "model_input_names",
     "export_onnx",
+    "export_isolated",
     "optimize_onnx",
     "ffn_down_nodes",
     "quantize_int8",
@@ -244,6 +245,36 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
         if twin is model and attn is not None and getattr(model.config, "_attn_implementation", None) != attn:
             model.set_attn_implementation(attn)
         release_memory()
+
+
+# models with at least this many parameters are traced in a child process: the tracer's transient
+# memory (a few times the weights) then leaves with the child instead of staying in the caller
+CHILD_EXPORT_MIN_PARAMS = 50_000_000
+
+
+def export_isolated(model: Any, path: str | os.PathLike[str], opset: int = OPSET) -> None:
+    """:func:`export_onnx`, run in a child process for a large model (the module saved, then
+    loaded there), in this one for a small one. The graph is the same either way."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if sum(p.numel() for p in model.parameters()) < CHILD_EXPORT_MIN_PARAMS:
+        export_onnx(model, path, opset)
+        return
+    cls = type(model)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=Path(path).parent) as tmp:
+        # the module itself, pickled: the child traces the same structure and settings; torch.save
+        # streams each tensor's storage to the file, with no serialised copy of the weights
+        saved = Path(tmp) / "model.pt"
+        torch.save(model, saved)
+        release_memory()
+        proc = subprocess.run([sys.executable, "-m", "odqa_core.encoders.onnx_child", str(saved), str(path), str(opset)],
+                              capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OdqaBenchError(f"onnx export of {cls.__name__} failed in its child process: {last[:300]}")
 
 
 def optimize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: Any) -> bool:
@@ -437,7 +468,7 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
             if variant in ("fp32", "wq8"):
                 log.info("exporting %s to onnx (opset %d)", weights_id, settings.opset)
                 raw = work / "raw.onnx"
-                export_onnx(model, raw, opset=settings.opset)
+                export_isolated(model, raw, opset=settings.opset)
                 if variant == "fp32":
                     optimize_onnx(raw, built, model)
                 else:

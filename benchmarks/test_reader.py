@@ -6,6 +6,9 @@ read on its held-out questions.
 - ``test_reader`` (``<retriever>/<dataset>/k=<k>/fold=<f>``): end to end, the top-k passages of
   a retriever read once at the deepest k, each k choosing its answer among its first k;
   ``answer_hit@k`` (an answer string is in the top k) is recorded beside, ungated;
+- ``test_evalrag_e2e_matches_suite`` (``<profile>/<dataset>/fold=<f>``): ``odqa-bench eval-rag
+  --eval_mode e2e`` with the fold's reader checkpoint, bm25 at k=5, prints the suite's EM/F1 and
+  writes its answers, in both gold modes (``qa`` and ``ans``);
 - ``benchmarks/perf/test_reading_speed.py``: questions per second end to end at k=5.
 
 Profiles (``odqa_core.reader.train.PROFILES``):
@@ -181,3 +184,45 @@ def test_reader(setup, dataset, retriever, fold, k, odqa_record):
         assert p.passage_index < k, (q, p)
         j = run.indices[pos[q], p.passage_index]
         assert p.text == ds.corpus.texts[j][p.start_char : p.end_char]
+
+
+EVALRAG_K = 5
+
+
+def _evalrag_files(tmp_path: Any, ds: Any, qids: list[str]) -> dict[str, Any]:
+    """eval_rag's input files for ``qids``: questions, and gold answers as ``qa`` and ``ans`` lines."""
+    pos = {q: i for i, q in enumerate(ds.query_ids)}
+    questions = [ds.query_texts[pos[q]] for q in qids]
+    files = {"q": tmp_path / "questions.txt", "qa": tmp_path / "gold_qa.txt", "ans": tmp_path / "gold_ans.txt"}
+    files["q"].write_text("".join(f"{q}\n" for q in questions), encoding="utf-8")
+    files["qa"].write_text("".join(f"{q}\t{list(ds.answers[i])!r}\n" for q, i in zip(questions, qids)), encoding="utf-8")
+    files["ans"].write_text("".join(f"{ds.answers[i][0]}\n" for i in qids), encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("setup,fold", GOLD_CELLS)
+def test_evalrag_e2e_matches_suite(setup, fold, tmp_path, capsys):
+    """The eval_rag-compatible command and the suite read the same passages with the same reader:
+    the same answers, so the same EM/F1 (every question here has one gold answer, so ``ans`` mode,
+    which scores against one answer per line, must agree too); answers are normalised by script
+    (``--lang auto``), as the suite scores them."""
+    from odqa_core.cli import main
+    from odqa_core.reader.train import PROFILES, train_reader
+
+    ds = cached_dataset(setup.train_on)
+    res = e2e_results(setup, setup.train_on, "bm25", fold)[EVALRAG_K]
+    qids = list(res["query_ids"])
+    assert all(len(set(ds.answers[q])) == 1 for q in qids), "a question with several gold answers"
+    files = _evalrag_files(tmp_path, ds, qids)
+    folder = train_reader(ds, _fold(setup, fold), PROFILES[setup.profile])  # the cached checkpoint
+    want = [" ".join(p.text.replace("\t", " ").split()) for p in res["predictions"]]
+    for mode in ("qa", "ans"):
+        preds = tmp_path / f"preds_{mode}.txt"
+        rc = main(["eval-rag", "--eval_mode", "e2e", "--evaluation_set", str(files["q"]), "--gold_data_path",
+                   str(files[mode]), "--gold_data_mode", mode, "--predictions_path", str(preds), "--recalculate",
+                   "--reader", str(folder), "--knowledge_base", setup.train_on, "--retriever", "bm25",
+                   "--tokenizer", setup.tokenizer, "--n_docs", str(EVALRAG_K), "--lang", "auto"])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert preds.read_text(encoding="utf-8").splitlines() == want
+        assert f"EM: {100 * res['em'].mean():.2f}" in out and f"F1: {100 * res['f1'].mean():.2f}" in out, out

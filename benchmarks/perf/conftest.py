@@ -75,6 +75,18 @@ def tokenized_set(ds: Dataset, tokenizer: str) -> TokenizedSet:
     return TokenizedSet(ds, docs, queries, corpus, joined)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_module_caches(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A perf module's cached encoders, sessions and corpora serve only its own cells: drop them
+    when it ends, so the next module's peak memory does not stack on them (the root conftest
+    then hands the freed heap back)."""
+    yield
+    mod = request.module
+    for obj in list(vars(mod).values()):
+        if callable(getattr(obj, "cache_clear", None)) and getattr(obj, "__module__", None) == mod.__name__:
+            obj.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def scifact() -> Dataset:
     """BEIR SciFact test split; without the data folder the suite skips, and fails on CI."""

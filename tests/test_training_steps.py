@@ -70,3 +70,39 @@ def test_reader_overfits_64_questions():
         preds = reader.predict([e.question for e in examples], [[e.context] for e in examples])
     _, f1 = score_predictions([p.text for p in preds], [[e.answer_text] for e in examples], "auto")
     assert f1.mean() >= 0.9, f1.mean()
+
+
+def test_autocast_steps_compute_in_bfloat16_and_keep_float32_weights() -> None:
+    torch = pytest.importorskip("torch")
+    from odqa_core.training.steps import make_optimizer, optimizer_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    x = torch.randn(6, 8)
+    seen = []
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        out = model(x[torch.as_tensor(idx)])
+        seen.append(out.dtype)
+        return out.float().pow(2).mean()
+
+    params, opt, sched = make_optimizer(model, Schedule(lr=1e-2, batch_size=6), 10)
+    before = model.weight.detach().clone()
+    optimizer_step(params, opt, sched, [np.arange(6)], loss_of, 1.0, autocast="bfloat16")
+    optimizer_step(params, opt, sched, [np.arange(6)], loss_of, 1.0)
+    assert seen == [torch.bfloat16, torch.float32]
+    assert model.weight.dtype == torch.float32 and not torch.equal(before, model.weight)
+
+
+def test_reader_autocast_is_checked_and_keyed_only_when_set() -> None:
+    import dataclasses
+
+    from odqa_core.errors import OdqaBenchError
+    from odqa_core.reader.train import PROFILES
+
+    quick = PROFILES["quick"]
+    assert "autocast" not in quick.key_fields()  # checkpoints from before the setting keep their keys
+    assert dataclasses.replace(quick, autocast="bfloat16").key_fields()["autocast"] == "bfloat16"
+    assert dataclasses.replace(quick, autocast="bfloat16").schedule().autocast == "bfloat16"
+    with pytest.raises(OdqaBenchError, match="autocast='int8'"):
+        dataclasses.replace(quick, autocast="int8")

@@ -32,7 +32,7 @@ from ..encoders.batching import Tokenized, pad_batch, to_torch
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text
 from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
-from ..training.steps import Schedule, freeze_word_embeddings, train_steps
+from ..training.steps import AUTOCAST_DTYPES, Schedule, freeze_word_embeddings, train_steps
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
 __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
@@ -72,6 +72,7 @@ class TrainConfig:
     grad_accum: int = 1
     freeze_embeddings: bool = True    # the word-embedding matrix stays as the base has it
     group_by_length: bool = True      # batches of similar window lengths, padded to their longest
+    autocast: str | None = None       # "bfloat16": forward and loss in bfloat16 (weights and AdamW float32)
 
     def __post_init__(self) -> None:
         for name in ("max_length", "max_query_length", "max_answer_length", "batch_size", "epochs", "save_every",
@@ -95,16 +96,21 @@ class TrainConfig:
             raise OdqaBenchError(f"reader warmup={self.warmup!r}: must be a fraction in [0, 1)")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise OdqaBenchError(f"reader device={self.device!r}: use cpu or cuda[:N]")
+        if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
+            raise OdqaBenchError(f"reader autocast={self.autocast!r}: use {' or '.join(AUTOCAST_DTYPES)}, or None")
 
     def key_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+        """The settings a checkpoint's key covers (``autocast`` only when set, so checkpoints
+        trained before it existed keep their keys)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _NOT_IN_KEY and not (k == "autocast" and v is None)}
 
     def schedule(self) -> Schedule:
         """The settings the shared step loop runs on."""
         return Schedule(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, max_steps=self.max_steps,
                         warmup=self.warmup, weight_decay=self.weight_decay, grad_accum=self.grad_accum,
                         max_grad_norm=self.max_grad_norm, seed=self.seed, device=self.device, threads=self.threads,
-                        save_every=self.save_every)
+                        save_every=self.save_every, autocast=self.autocast)
 
 
 PROFILES: dict[str, TrainConfig] = {

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import OdqaBenchError
 from ..perfstats import torch_threads
 from ..progress import progress_enabled
 from .checkpoint import load_train_state, save_train_state
@@ -49,6 +50,10 @@ class Schedule:
     device: str = "cpu"
     threads: int | None = None
     save_every: int = 50
+    autocast: str | None = None  # "bfloat16" / "float16": forward and loss under torch.autocast
+
+
+AUTOCAST_DTYPES = ("bfloat16", "float16")
 
 
 @dataclass
@@ -135,16 +140,31 @@ def make_optimizer(model: Any, schedule: Schedule, total: int) -> tuple[list[Any
     return params, opt, sched
 
 
+def autocast_context(device: str, dtype: str | None) -> Any:
+    """``torch.autocast`` on ``device``'s type in ``dtype`` (None: a no-op context). Weights,
+    gradients and the optimizer stay float32; matmuls run in ``dtype``."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype not in AUTOCAST_DTYPES:
+        raise OdqaBenchError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} or None, got {dtype!r}")
+    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+
+
 def optimizer_step(params: list[Any], opt: Any, sched: Any, micro_batches: Sequence[np.ndarray],
-                   loss_of: Callable[[np.ndarray], torch.Tensor], max_grad_norm: float) -> float:
+                   loss_of: Callable[[np.ndarray], torch.Tensor], max_grad_norm: float,
+                   autocast: str | None = None, device: str = "cpu") -> float:
     """One optimizer step over ``micro_batches`` (gradients accumulated, each loss divided by
-    their count); returns the summed scaled loss."""
+    their count; forward and loss under ``autocast`` on ``device`` when given); returns the
+    summed scaled loss."""
     import torch
 
     opt.zero_grad(set_to_none=True)
     acc = 0.0
     for idx in micro_batches:
-        loss = loss_of(idx) / len(micro_batches)
+        with autocast_context(device, autocast):
+            loss = loss_of(idx) / len(micro_batches)
         loss.backward()
         acc += float(loss.detach())
     if max_grad_norm:
@@ -195,7 +215,8 @@ def train_steps(model: Any, n_items: int, loss_of: Callable[[np.ndarray], torch.
                     save_train_state(state_path, key, step, model, opt, sched, losses)
                     return TrainOutcome(False, step, total, losses, start)
                 batches = [micro(step * schedule.grad_accum + a) for a in range(schedule.grad_accum)]
-                losses.append(optimizer_step(params, opt, sched, batches, loss_of, schedule.max_grad_norm))
+                losses.append(optimizer_step(params, opt, sched, batches, loss_of, schedule.max_grad_norm,
+                                             schedule.autocast, schedule.device))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -110,6 +110,29 @@ def test_pruned_kernel_matches_scipy_reference(problem) -> None:
     assert np.array_equal(sc, ref_sc)
 
 
+@settings(max_examples=300, deadline=None)
+@given(problems(), st.sampled_from(["positive", "zeros", "negative"]))
+def test_exhaustive_paths_agree_with_scipy(problem, weights) -> None:
+    """The exhaustive kernel lists touched documents (strictly positive weights, few postings)
+    or scans every document: both return the scipy product's exact top k, and a stored zero or
+    a negative weight (a document whose sum returns to 0) sends it to the scan."""
+    wt, q, ties, k = problem
+    wt = wt.copy()
+    if weights != "positive" and wt.nnz:
+        wt.data[:: 3] = 0.0 if weights == "zeros" else -wt.data[:: 3]
+    q = q.copy()
+    q.sum_duplicates()
+    bounds = term_bounds(wt)
+    assert bounds.positive == (weights == "positive" or wt.nnz == 0)
+    ref_idx, ref_sc = topk((q @ wt).toarray(), k, ties, positive_only=True)
+    for ratio in (0.0, 1e18):  # always list where allowed, always scan
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernels, "DENSE_DOCS_PER_POSTING", ratio)
+            idx, sc = sparse_topk(q, wt, ties, k, bounds, prune="never")
+        assert np.array_equal(idx, ref_idx), ratio
+        assert np.array_equal(sc, ref_sc), ratio
+
+
 def test_pruning_skips_documents_and_keeps_the_run() -> None:
     """A rare, heavy term and a term in every document: once the heap holds k documents of the
     rare term, the common term is non-essential, yet the run is the exhaustive one."""

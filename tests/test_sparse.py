@@ -231,3 +231,18 @@ def test_query_terms_equal_build_counts(queries: list[list[str]]) -> None:
     assert np.array_equal(got.indices, ref.indices)
     assert np.array_equal(got.data, ref.data)
     assert (got.csr() != ref).nnz == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "zz", "q"]), max_size=8), max_size=12))
+def test_query_terms_numpy_path_equals_the_python_one(queries) -> None:
+    """Large batches count terms with numpy: the same rows, ids, counts and dtypes as the loop."""
+    from odqa_core.retrieval import sparse as sparse_mod
+
+    vocab = {"a": 3, "b": 0, "c": 2, "d": 1}  # "zz" and "q" are unknown
+    small = sparse_mod.query_terms(queries, vocab)
+    big = sparse_mod._query_terms_numpy(queries, vocab, sum(len(q) for q in queries))
+    for name in ("indptr", "indices", "data"):
+        a, b = getattr(small, name), getattr(big, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert small.shape == big.shape

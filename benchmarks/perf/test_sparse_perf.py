@@ -47,6 +47,13 @@ def _k_id(k: int) -> str:
     return "" if k == K else f"-k{k}"
 
 
+_ENGINE_MARKS = {name: [pytest.mark.skipif(not installed(name), reason=f"{ENGINES[name]} not installed (tox -e peers)")]
+                 for name in ENGINES}
+# korquad-open, full profile: against bm25s-numba and the other engines, one thread
+OPEN_GOALS = {"bm25s": 2.0, "pisa": 1.5}
+OPEN_CELLS = [pytest.param(peer, k, id=f"{peer}-k{k}", marks=_ENGINE_MARKS.get(peer, [_NEEDS_NUMBA]))
+              for k in KS for peer in ("bm25s-numba", *ENGINES)]
+
 QUERY_PEERS = [pytest.param("rank_bm25", K, id="rank_bm25")] + [
     pytest.param(peer, k, id=f"{peer}{_k_id(k)}", marks=[_NEEDS_NUMBA] if peer == "bm25s-numba" else [])
     for k in KS for peer in ("bm25s-numpy", "bm25s-numba")
@@ -57,8 +64,7 @@ THROUGHPUT_CELLS = [pytest.param("rank_bm25", 1, K, id="rank_bm25")] + [
                  marks=[_NEEDS_NUMBA] if peer == "bm25s-numba" else [])
     for k in KS for peer, threads, tid in (("bm25s-numpy", 1, ""), ("bm25s-numba", 1, "-1t"), ("bm25s-numba", 2, "-2t"))
 ] + [
-    pytest.param(name, 1, k, id=f"{name}-k{k}",
-                 marks=[pytest.mark.skipif(not installed(name), reason=f"{ENGINES[name]} not installed (tox -e peers)")])
+    pytest.param(name, 1, k, id=f"{name}-k{k}", marks=_ENGINE_MARKS[name])
     for k in KS for name in ENGINES
 ]
 
@@ -179,9 +185,7 @@ def test_bm25_lucene_scores_match_bm25s(engines: Engines) -> None:
     np.testing.assert_allclose(ours_sc, np.asarray(peer_sc, dtype=np.float64), rtol=2e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.skipif(not installed(n), reason=f"{ENGINES[n]} not installed (tox -e peers)"))
-    for n in ENGINES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_ENGINE_MARKS[n]) for n in ENGINES])
 def test_peer_engines_rank_like_bm25(name: str, engines: Engines) -> None:
     """PISA and tantivy answer the queries they are timed on: most of their top 10 is ours (their
     BM25 formulas differ slightly, and tantivy's k1 and b are fixed)."""
@@ -213,9 +217,9 @@ def test_index_throughput(peer: str, engines: Engines, benchmark: Any, odqa_reco
     benchmark.pedantic(build_ours, rounds=2, warmup_rounds=0, iterations=1)
 
 
-@pytest.mark.perf
-@pytest.mark.parametrize("peer,threads,k", THROUGHPUT_CELLS)
-def test_query_throughput(peer: str, threads: int, k: int, engines: Engines, benchmark: Any, odqa_record: Any) -> None:
+def _throughput(engines: Engines, peer: str, threads: int, k: int, benchmark: Any, odqa_record: Any,
+                goal: float | None) -> None:
+    """Our batch queries/s against ``peer``'s over the same queries, fastest of interleaved rounds."""
     ts = engines.ts
     n_all = len(ts.queries)
     n_peer = RANK_SUBSET if peer == "rank_bm25" else n_all
@@ -227,14 +231,34 @@ def test_query_throughput(peer: str, threads: int, k: int, engines: Engines, ben
     name = f"qps_ratio_vs_{family(peer)}"
     odqa_record.dataset(ts.dataset)
     odqa_record(name, ratio, kind="info" if peer in ENGINES else "speed", peer=peer, k=k, threads=threads,
-                **({"goal": GOALS[name]} if name in GOALS else {}))
+                **({"goal": goal} if goal is not None else {}))
     odqa_record("qps", qps, kind="info", threads=threads)
     odqa_record(f"{family(peer)}_qps", peer_qps, kind="info", threads=threads)
     benchmark.extra_info.update({"k": k, "n_queries": n_all, "qps": qps, "peer": peer, "peer_queries": n_peer,
-                                 "threads": threads, "peer_qps": peer_qps, name: ratio, "goal": GOALS.get(name)})
+                                 "threads": threads, "peer_qps": peer_qps, name: ratio, "goal": goal})
     if peer == "rank_bm25":
         assert ratio > 1.0, f"bm25 answers {qps:.0f} queries/s, slower than pure-Python rank_bm25 ({peer_qps:.0f}/s)"
     benchmark.pedantic(ours, rounds=5, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("peer,threads,k", THROUGHPUT_CELLS)
+def test_query_throughput(peer: str, threads: int, k: int, engines: Engines, benchmark: Any, odqa_record: Any) -> None:
+    _throughput(engines, peer, threads, k, benchmark, odqa_record, GOALS.get(f"qps_ratio_vs_{family(peer)}"))
+
+
+@pytest.fixture(scope="module")
+def open_engines(korquad_open_tokens: TokenizedSet, pretok: str, tmp_path_factory: pytest.TempPathFactory) -> Engines:
+    return Engines(korquad_open_tokens, pretok, tmp_path_factory.mktemp("open-engines"))
+
+
+@pytest.mark.perf
+@pytest.mark.full
+@pytest.mark.parametrize("peer,k", OPEN_CELLS)
+def test_open_query_throughput(peer: str, k: int, open_engines: Engines, benchmark: Any, odqa_record: Any) -> None:
+    """korquad-open (30.8k Wikipedia passages and KorQuAD's paragraphs, Kiwi morphemes), one
+    thread: the open-domain corpus the goals against bm25s and PISA are set for."""
+    _throughput(open_engines, peer, 1, k, benchmark, odqa_record, OPEN_GOALS.get(family(peer)))
 
 
 @pytest.mark.perf

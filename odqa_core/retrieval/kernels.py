@@ -1,7 +1,11 @@
 """Optional numba kernels for lexical search, parallel over queries, two ways to one answer.
 
-Exhaustive: accumulate each query's postings into a dense buffer, then keep the top k of the
-touched documents in a bounded heap ordered by score, then tie key.
+Exhaustive: accumulate each query's postings into a dense buffer, then keep the top k in a
+bounded heap ordered by score, then tie key, offering only documents that reach the heap's
+worst (one comparison each). Where the query's postings are few for the corpus, the documents
+it touched are listed as it accumulates (a document is new while its sum is still 0, which
+strictly positive weights guarantee) and only they are scanned; otherwise, or where some weight
+is not positive, the whole buffer is.
 Pruned (MaxScore): walk the postings in document order and skip documents whose upper bound
 (per-term maximum weights) cannot reach the heap's worst; it pays per document what the
 exhaustive kernel pays per posting, so it wins only where common terms have long postings.
@@ -119,7 +123,7 @@ def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_po
 
 
 def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc, n_blocks,
-            term_ub, term_kth, mode, min_postings, min_skip):
+            term_ub, term_kth, mode, min_postings, min_skip, positive, dense_ratio):
     n = len(q_indptr) - 1
     pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
@@ -127,7 +131,6 @@ def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_do
     for blk in _prange(n_blocks):
         # one accumulator per block, reset through the touched list: no O(n_docs) work per query
         acc = np.zeros(n_buf)
-        seen = np.zeros(n_buf, dtype=np.bool_)
         touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
         hs = np.empty(k)
         ht = np.empty(k, dtype=np.int64)
@@ -137,18 +140,17 @@ def _search(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_do
                 _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx,
                             out_sc, term_ub, term_kth, hs, ht, hi)
             else:
-                _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-                     acc, seen, touched, hs, ht, hi)
+                _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                     acc, touched, hs, ht, hi, positive, dense_ratio)
 
 
 def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
-                   n_blocks, term_ub, term_kth, mode, min_postings, min_skip):
+                   n_blocks, term_ub, term_kth, mode, min_postings, min_skip, positive, dense_ratio):
     """The serial twin of ``_search``: no thread-pool launch, which costs milliseconds per call."""
     pruned = _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip)
     # the dense buffers only where some query scores exhaustively: they cost O(n_docs) to make
     n_buf = n_docs if not pruned.all() else 0
     acc = np.zeros(n_buf)
-    seen = np.zeros(n_buf, dtype=np.bool_)
     touched = np.empty(n_buf + 1, dtype=np.int64)  # +1: the branch-free append writes one past
     hs = np.empty(k)
     ht = np.empty(k, dtype=np.int64)
@@ -158,8 +160,8 @@ def _search_serial(q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, tie
             _one_pruned(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
                         term_ub, term_kth, hs, ht, hi)
         else:
-            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-                 acc, seen, touched, hs, ht, hi)
+            _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+                 acc, touched, hs, ht, hi, positive, dense_ratio)
 
 
 def _gallop(w_indices, lo, hi, d):
@@ -301,50 +303,94 @@ def _drain(i, out_idx, out_sc, hs, ht, hi, size):
         _sift_down(hs, ht, hi, size, 0)
 
 
-def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, k, out_idx, out_sc,
-         acc, seen, touched, hs, ht, hi):
-    """Score query i into ``acc``, heap-select its top k into row i, then reset what it touched
-    (no O(n_docs) work per query)."""
+def _above(hs, k, size, thr):
+    """The offer threshold once the heap is full: just below its worst, so ties at the worst
+    still reach ``_offer``, which breaks them by tie key."""
+    return np.nextafter(hs[0], -np.inf) if size == k else thr
+
+
+def _seed(lo, hi_q, q_indices, w_indptr, w_indices, acc, ties, k, hs, ht, hi):
+    """Offer first up to k documents of the query's rarest terms, which tend to score highest,
+    so the scans start from a high threshold; their sums are zeroed, so the scans skip them.
+    The heap's size."""
+    m = hi_q - lo
+    df = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        t = q_indices[lo + j]
+        df[j] = w_indptr[t + 1] - w_indptr[t]
+    size = 0
+    seeded = 0
+    for o in np.argsort(df, kind="mergesort"):
+        t = q_indices[lo + o]
+        for r in range(w_indptr[t], w_indptr[t + 1]):
+            if seeded >= k:
+                return size
+            d = w_indices[r]
+            s = acc[d]
+            if s > 0.0:
+                size = _offer(hs, ht, hi, size, k, s, ties[d], d)
+                acc[d] = 0.0
+                seeded += 1
+    return size
+
+
+def _scan_listed(docs, n, acc, ties, k, hs, ht, hi, size):
+    """Offer the documents ``docs[:n]`` whose sums exceed the threshold, zeroing each sum."""
+    thr = _above(hs, k, size, 0.0)
+    for j in range(n):
+        d = docs[j]
+        s = acc[d]
+        if s > thr:
+            size = _offer(hs, ht, hi, size, k, s, ties[d], d)
+            thr = _above(hs, k, size, thr)
+        acc[d] = 0.0
+    return size
+
+
+def _scan_all(n, acc, ties, k, hs, ht, hi, size):
+    """Offer every document whose sum exceeds the threshold, then zero the sums."""
+    thr = _above(hs, k, size, 0.0)
+    for d in range(n):
+        s = acc[d]
+        if s > thr:
+            size = _offer(hs, ht, hi, size, k, s, ties[d], d)
+            thr = _above(hs, k, size, thr)
+    acc[:n] = 0.0
+    return size
+
+
+def _one(i, q_indptr, q_indices, q_data, w_indptr, w_indices, w_data, ties, n_docs, k, out_idx, out_sc,
+         acc, touched, hs, ht, hi, positive, dense_ratio):
+    """Score query i into ``acc`` and heap-select its top k into row i, then zero ``acc``. With
+    strictly positive weights and few postings for the corpus (``dense_ratio``), only the
+    documents it touched are listed and scanned; otherwise every document is."""
+    lo, hi_q = q_indptr[i], q_indptr[i + 1]
+    postings = 0
+    listed = positive
+    for p in range(lo, hi_q):
+        t = q_indices[p]
+        postings += w_indptr[t + 1] - w_indptr[t]
+        if not q_data[p] > 0.0:
+            listed = False
+    if postings * dense_ratio >= n_docs:
+        listed = False
     n_touched = 0
-    for p in range(q_indptr[i], q_indptr[i + 1]):
+    for p in range(lo, hi_q):
         t = q_indices[p]
         c = q_data[p]
         for r in range(w_indptr[t], w_indptr[t + 1]):
             d = w_indices[r]
-            # branch-free first-touch bookkeeping: a mispredicted branch per posting costs more
-            touched[n_touched] = d
-            n_touched += 1 - seen[d]
-            seen[d] = True
-            acc[d] += c * w_data[r]
-    # Seed the heap with the documents of the query's rarest terms: they tend to score highest,
-    # so far fewer of the remaining documents displace the heap's worst. ``seen`` goes False
-    # once a document is offered; the full pass skips those.
-    size = 0
-    q_lo, q_hi = q_indptr[i], q_indptr[i + 1]
-    df = np.empty(q_hi - q_lo, dtype=np.int64)
-    for p in range(q_lo, q_hi):
-        t = q_indices[p]
-        df[p - q_lo] = w_indptr[t + 1] - w_indptr[t]
-    seeded = 0
-    for o in np.argsort(df, kind="mergesort"):
-        if seeded >= k:
-            break
-        t = q_indices[q_lo + o]
-        for r in range(w_indptr[t], w_indptr[t + 1]):
-            d = w_indices[r]
-            if seen[d]:
-                seen[d] = False
-                seeded += 1
-                size = _offer(hs, ht, hi, size, k, acc[d], ties[d], d)
-    for j in range(n_touched):
-        d = touched[j]
-        if seen[d]:
-            size = _offer(hs, ht, hi, size, k, acc[d], ties[d], d)
+            a = acc[d]
+            if listed:  # branch-free append: a document is new while its sum is still 0
+                touched[n_touched] = d
+                n_touched += a == 0.0
+            acc[d] = a + c * w_data[r]
+    size = _seed(lo, hi_q, q_indices, w_indptr, w_indices, acc, ties, k, hs, ht, hi)
+    if listed:
+        size = _scan_listed(touched, n_touched, acc, ties, k, hs, ht, hi, size)
+    else:
+        size = _scan_all(n_docs, acc, ties, k, hs, ht, hi, size)
     _drain(i, out_idx, out_sc, hs, ht, hi, size)
-    for j in range(n_touched):
-        d = touched[j]
-        acc[d] = 0.0
-        seen[d] = False
 
 
 def _row_kth(indptr, data, ks):
@@ -371,6 +417,10 @@ if NUMBA_AVAILABLE:
     _drain = numba.njit(cache=True)(_drain)
     _gallop = numba.njit(cache=True, inline="always")(_gallop)
     _plan = numba.njit(cache=True)(_plan)
+    _above = numba.njit(cache=True, inline="always")(_above)
+    _seed = numba.njit(cache=True)(_seed)
+    _scan_listed = numba.njit(cache=True)(_scan_listed)
+    _scan_all = numba.njit(cache=True)(_scan_all)
     _one = numba.njit(cache=True)(_one)
     _pruned_cursors = numba.njit(cache=True)(_pruned_cursors)
     _score_candidate = numba.njit(cache=True, inline="always")(_score_candidate)
@@ -389,6 +439,10 @@ PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
 # postings on, PRUNE_MIN_SKIP[1] of them (see ``_plan``)
 PRUNE_MIN_POSTINGS = (5_000, 200_000)
 PRUNE_MIN_SKIP = (0.85, 0.5)
+# an exhaustive query scans every document's sum, instead of listing those it touched, once its
+# postings times this reach the corpus size (the listing costs per posting what the scan costs
+# per document)
+DENSE_DOCS_PER_POSTING = 2.0
 
 
 # the depths whose per-term k-th largest weight is kept: a search for top k starts its threshold
@@ -405,6 +459,7 @@ class TermBounds:
     term_max: np.ndarray
     term_kth: np.ndarray  # (len(KTH_DEPTHS), n_terms)
     nonnegative: bool
+    positive: bool = False  # every weight > 0: the exhaustive kernel may list touched documents
 
     @property
     def nbytes(self) -> int:
@@ -430,7 +485,8 @@ def term_bounds(wt) -> TermBounds:
         term_kth = _row_kth(np.asarray(wt.indptr, dtype=np.int64), data, np.asarray(KTH_DEPTHS, dtype=np.int64))
     else:  # pragma: no cover - the kernels that read them need numba
         term_kth = np.zeros((len(KTH_DEPTHS), wt.shape[0]))
-    return TermBounds(term_max, term_kth, bool(len(data) == 0 or data.min() >= 0.0))
+    low = float(data.min()) if len(data) else 1.0
+    return TermBounds(term_max, term_kth, low >= 0.0, low > 0.0)
 
 
 def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
@@ -455,5 +511,6 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
         np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
-        np.asarray(PRUNE_MIN_POSTINGS, dtype=np.int64), np.asarray(PRUNE_MIN_SKIP, dtype=np.float64))
+        np.asarray(PRUNE_MIN_POSTINGS, dtype=np.int64), np.asarray(PRUNE_MIN_SKIP, dtype=np.float64),
+        bool(bounds is not None and bounds.positive), float(DENSE_DOCS_PER_POSTING))
     return out_idx, out_sc

@@ -56,8 +56,15 @@ class QueryTerms:
         return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
 
 
+# batches with at least this many tokens count their terms with numpy, smaller ones in Python
+VECTOR_MIN_TOKENS = 512
+
+
 def query_terms(queries: list[list[str]], vocab: dict[str, int]) -> QueryTerms:
     """Count each query's known tokens into sorted (term id, count) rows; unknown tokens drop."""
+    n_tokens = sum(len(q) for q in queries)
+    if n_tokens >= VECTOR_MIN_TOKENS:
+        return _query_terms_numpy(queries, vocab, n_tokens)
     get = vocab.get
     indptr = np.zeros(len(queries) + 1, dtype=np.int32)
     ids: list[int] = []
@@ -74,6 +81,19 @@ def query_terms(queries: list[list[str]], vocab: dict[str, int]) -> QueryTerms:
         indptr[i + 1] = len(ids)
     return QueryTerms(indptr, np.asarray(ids, dtype=np.int32), np.asarray(counts, dtype=np.float64),
                       (len(queries), len(vocab)))
+
+
+def _query_terms_numpy(queries: list[list[str]], vocab: dict[str, int], n_tokens: int) -> QueryTerms:
+    """:func:`query_terms` for a large batch: one dictionary lookup per token, then numpy sorts
+    and counts (query, term) pairs, with no Python work per pair."""
+    get = vocab.get
+    ids = np.fromiter((get(t, -1) for q in queries for t in q), dtype=np.int64, count=n_tokens)
+    rows = np.repeat(np.arange(len(queries), dtype=np.int64), [len(q) for q in queries])
+    known = ids >= 0
+    pairs, counts = np.unique(rows[known] * max(len(vocab), 1) + ids[known], return_counts=True)
+    row_of, term = np.divmod(pairs, max(len(vocab), 1))
+    indptr = np.searchsorted(row_of, np.arange(len(queries) + 1)).astype(np.int32)
+    return QueryTerms(indptr, term.astype(np.int32), counts.astype(np.float64), (len(queries), len(vocab)))
 
 
 # --- BM25 variants: small pure functions picked by name --------------------------------------

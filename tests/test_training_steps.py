@@ -106,3 +106,55 @@ def test_reader_autocast_is_checked_and_keyed_only_when_set() -> None:
     assert dataclasses.replace(quick, autocast="bfloat16").schedule().autocast == "bfloat16"
     with pytest.raises(OdqaBenchError, match="autocast='int8'"):
         dataclasses.replace(quick, autocast="int8")
+
+
+def test_frozen_layers_is_checked_and_keyed_only_when_set() -> None:
+    import dataclasses
+
+    from odqa_core.errors import OdqaBenchError
+    from odqa_core.reader.train import PROFILES
+
+    quick = PROFILES["quick"]
+    assert "frozen_layers" not in quick.key_fields()
+    assert dataclasses.replace(quick, frozen_layers=1).key_fields()["frozen_layers"] == 1
+    with pytest.raises(OdqaBenchError, match="frozen_layers=-1"):
+        dataclasses.replace(quick, frozen_layers=-1)
+
+
+def test_freeze_lower_layers_ends_the_backward_pass_at_the_first_trained_layer() -> None:
+    torch = pytest.importorskip("torch")
+    from odqa_core.encoders.tiny import tiny_bert
+    from odqa_core.errors import OdqaBenchError
+    from odqa_core.reader.extractive import build_qa_model
+    from odqa_core.training.steps import freeze_lower_layers
+
+    model = build_qa_model(tiny_bert(seed=0, layers=3).model, 0)
+    n = freeze_lower_layers(model, 2)
+    bert = model.bert
+    frozen = [*bert.embeddings.parameters(), *bert.encoder.layer[0].parameters(), *bert.encoder.layer[1].parameters()]
+    assert n == sum(p.numel() for p in frozen) > 0
+    assert not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for p in (*bert.encoder.layer[2].parameters(), *model.qa_outputs.parameters()))
+    x = torch.randint(5, 50, (2, 12))
+    model(input_ids=x, start_positions=torch.zeros(2, dtype=torch.long),
+          end_positions=torch.ones(2, dtype=torch.long)).loss.backward()
+    assert all(p.grad is None for p in frozen) and bert.encoder.layer[2].attention.self.query.weight.grad is not None
+    assert freeze_lower_layers(model, 0) == 0
+    with pytest.raises(OdqaBenchError, match="cannot freeze 4 layers of a 3-layer encoder"):
+        freeze_lower_layers(model, 4)
+
+
+def test_bfloat16_autocast_warns_where_the_cpu_would_emulate_it(monkeypatch, caplog) -> None:
+    torch = pytest.importorskip("torch")
+    from odqa_core.training import steps
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING", logger=steps.log.name):
+        steps.warn_emulated_bfloat16("cpu", "bfloat16")
+        steps.warn_emulated_bfloat16("cpu", None)
+    assert len(caplog.records) == 1 and "emulated" in caplog.records[0].getMessage()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    caplog.clear()
+    steps.warn_emulated_bfloat16("cpu", "bfloat16")
+    steps.warn_emulated_bfloat16("cuda", "bfloat16")
+    assert not caplog.records

@@ -32,7 +32,7 @@ from ..encoders.batching import Tokenized, pad_batch, to_torch
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text
 from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
-from ..training.steps import AUTOCAST_DTYPES, Schedule, freeze_word_embeddings, train_steps
+from ..training.steps import AUTOCAST_DTYPES, Schedule, freeze_lower_layers, freeze_word_embeddings, train_steps
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
 __all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 _NOT_IN_KEY = {"save_every"}
+_KEYED_WHEN_SET = {"autocast": None, "frozen_layers": 0}  # settings added later: in a key only off their default
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrainConfig:
     freeze_embeddings: bool = True    # the word-embedding matrix stays as the base has it
     group_by_length: bool = True      # batches of similar window lengths, padded to their longest
     autocast: str | None = None       # "bfloat16": forward and loss in bfloat16 (weights and AdamW float32)
+    frozen_layers: int = 0            # embeddings and this many lowest encoder layers stay as the base has them
 
     def __post_init__(self) -> None:
         for name in ("max_length", "max_query_length", "max_answer_length", "batch_size", "epochs", "save_every",
@@ -80,7 +82,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OdqaBenchError(f"reader {name}={v!r}: must be a positive integer")
-        for name in ("doc_stride", "negatives"):
+        for name in ("doc_stride", "negatives", "frozen_layers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise OdqaBenchError(f"reader {name}={v!r}: must be an integer >= 0")
@@ -100,10 +102,10 @@ class TrainConfig:
             raise OdqaBenchError(f"reader autocast={self.autocast!r}: use {' or '.join(AUTOCAST_DTYPES)}, or None")
 
     def key_fields(self) -> dict[str, Any]:
-        """The settings a checkpoint's key covers (``autocast`` only when set, so checkpoints
-        trained before it existed keep their keys)."""
+        """The settings a checkpoint's key covers (``autocast`` and ``frozen_layers`` only when
+        set, so checkpoints trained before they existed keep their keys)."""
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in _NOT_IN_KEY and not (k == "autocast" and v is None)}
+                if k not in _NOT_IN_KEY and not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
 
     def schedule(self) -> Schedule:
         """The settings the shared step loop runs on."""
@@ -121,10 +123,10 @@ PROFILES: dict[str, TrainConfig] = {
                          weight_decay=0.0, max_steps=24, warmup=0.0, batch_size=8, negatives=1,
                          bm25_tokenizer="regex", threads=1, save_every=8, freeze_embeddings=False,
                          group_by_length=False),
-    # multilingual-e5-small, all 12 layers at 384 tokens, one epoch per fold on two CPU cores
-    # (docs/reader.md: the one-fold sweep behind this choice)
+    # multilingual-e5-small, 12 layers at 384 tokens, the embeddings and the 4 lowest layers
+    # frozen, one epoch per fold on two CPU cores (docs/reader.md: the sweep behind this choice)
     "full": TrainConfig(base="e5-small", size="L12", max_length=384, doc_stride=128, epochs=1, batch_size=16, lr=1e-4,
-                        negatives=0, bm25_tokenizer="kiwi", threads=2),
+                        negatives=0, bm25_tokenizer="kiwi", threads=2, frozen_layers=4),
     # the same reader on a GPU: two epochs per fold, one BM25 no-answer passage per question
     "gpu": TrainConfig(base="e5-small", size="L12", max_length=384, doc_stride=128, epochs=2, batch_size=32, lr=1e-4,
                        negatives=1, bm25_tokenizer="kiwi", device="cuda"),
@@ -325,6 +327,7 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
         model = build_qa_model(base.model, config.seed)
         if config.freeze_embeddings:
             freeze_word_embeddings(model)
+        freeze_lower_layers(model, config.frozen_layers)
         log.info("reader %s: %d examples, %d windows", fold.name, len(examples), len(feats))
         pad = base.tokenizer.pad_token_id or 0
         lengths = [len(f.input_ids) for f in feats] if config.group_by_length else None

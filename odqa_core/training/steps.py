@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["Schedule", "TrainOutcome", "plan_steps", "batch_at", "epoch_batches", "deterministic", "make_optimizer",
-           "optimizer_step", "train_steps", "freeze_word_embeddings", "GROUP_CHUNK"]
+           "optimizer_step", "train_steps", "freeze_word_embeddings", "freeze_lower_layers", "GROUP_CHUNK"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,25 @@ def freeze_word_embeddings(model: Any) -> int:
     return int(emb.numel())
 
 
+def freeze_lower_layers(model: Any, n: int) -> int:
+    """Stop training the embeddings and the ``n`` lowest encoder layers of a BERT-style model, so
+    the backward pass ends at layer ``n`` instead of running through the whole encoder; returns
+    how many parameters it froze."""
+    if n <= 0:
+        return 0
+    encoder = model.base_model
+    layers = encoder.encoder.layer
+    if n > len(layers):
+        raise OdqaBenchError(f"cannot freeze {n} layers of a {len(layers)}-layer encoder")
+    frozen = 0
+    for module in (encoder.embeddings, *layers[:n]):
+        for p in module.parameters():
+            if p.requires_grad:
+                p.requires_grad_(False)
+                frozen += p.numel()
+    return frozen
+
+
 def _lr_lambda(warm: int, total: int) -> Callable[[int], float]:
     def f(s: int) -> float:
         if s < warm:
@@ -150,6 +169,26 @@ def autocast_context(device: str, dtype: str | None) -> Any:
     if dtype not in AUTOCAST_DTYPES:
         raise OdqaBenchError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)} or None, got {dtype!r}")
     return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+
+
+def native_bfloat16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively (any CUDA device here; on the CPU,
+    oneDNN's AVX512-BF16 or AMX kernels)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def warn_emulated_bfloat16(device: str, dtype: str | None) -> None:
+    """Warn once per call site when bfloat16 autocast would run emulated: on a CPU without
+    bfloat16 instructions it is many times slower than float32, not faster."""
+    if dtype == "bfloat16" and not native_bfloat16(device):
+        import torch
+
+        log.warning("autocast bfloat16 on a CPU without bfloat16 instructions (%s): steps run emulated, much slower "
+                    "than float32; leave autocast unset on this machine", torch.backends.cpu.get_cpu_capability())
 
 
 def optimizer_step(params: list[Any], opt: Any, sched: Any, micro_batches: Sequence[np.ndarray],
@@ -186,6 +225,7 @@ def train_steps(model: Any, n_items: int, loss_of: Callable[[np.ndarray], torch.
     from tqdm.auto import tqdm
 
     per_epoch, total = plan_steps(n_items, schedule)
+    warn_emulated_bfloat16(schedule.device, schedule.autocast)
     model.to(schedule.device)
     params, opt, sched = make_optimizer(model, schedule, total)
     torch.manual_seed(schedule.seed)

@@ -62,7 +62,7 @@ def test_pruned_kernel_returns_the_exhaustive_run(problem) -> None:
         assert np.array_equal(idx, want_idx), prune
         assert np.array_equal(sc, want_sc), prune
     with pytest.MonkeyPatch.context() as mp:  # auto on corpora this small: let its rule pick pruning
-        mp.setattr(kernels, "PRUNE_MIN_POSTINGS", (0, 0))
+        mp.setattr(kernels, "PRUNE_MIN_POSTINGS", 0)
         mp.setattr(kernels, "PRUNE_MIN_SKIP", (0.0, 0.0))
         idx, sc = sparse_topk(q, wt, ties, k, bounds, prune="auto")
         assert np.array_equal(idx, want_idx) and np.array_equal(sc, want_sc)
@@ -206,3 +206,30 @@ def test_retriever_runs_agree_across_backends_and_pruning(module_cache, docs, qu
         got = get_retriever(name, tokenizer="regex", backend="numba", prune=prune).index(corpus).search(texts, k)
         assert np.array_equal(got[0], want[0]), prune
         assert np.array_equal(got[1], want[1]), prune
+
+
+def test_auto_prunes_only_queries_that_skip_nearly_all_their_postings() -> None:
+    """Two terms: a rare one whose top weights set the threshold, a common one whose bound stays
+    below it (non-essential from the start). Its share of the query's postings decides: 0.96 is
+    enough at top-10, not at top-100, whose threshold rises later."""
+    from scipy import sparse
+
+    from odqa_core.retrieval.kernels import prune_plan
+
+    n_docs, rare, common = 20_000, 400, 9_600  # the common term holds 0.96 of the postings
+    dense = np.zeros((2, n_docs))
+    dense[0, :rare] = 10.0
+    dense[1, rare:rare + common] = 0.5
+    wt = sparse.csr_matrix(dense)
+    q = sparse.csr_matrix(np.ones((1, 2)))
+    bounds = term_bounds(wt)
+    assert prune_plan(q, wt, 10, bounds).tolist() == [True]
+    assert prune_plan(q, wt, 100, bounds).tolist() == [False]
+    assert prune_plan(q, wt, 100, bounds, "always").tolist() == [True]
+    assert prune_plan(q, wt, 10, bounds, "never").tolist() == [False]
+    small = np.zeros((2, 2_000))  # the same shares over 1,000 postings: too few to pay for pruning
+    small[0, :40] = 10.0
+    small[1, 40:1_000] = 0.5
+    few = sparse.csr_matrix(small)
+    assert prune_plan(q, few, 10, term_bounds(few)).tolist() == [False]
+    assert prune_plan(q, few, 10, term_bounds(few), "always").tolist() == [True]

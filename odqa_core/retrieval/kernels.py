@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NUMBA_AVAILABLE", "TermBounds", "term_bounds", "sparse_topk", "PRUNE_MODES"]
+__all__ = ["NUMBA_AVAILABLE", "TermBounds", "term_bounds", "sparse_topk", "prune_plan", "PRUNE_MODES"]
 
 try:  # numba is optional: the scipy backend is the reference and the fallback
     import numba
@@ -79,10 +79,10 @@ def _offer(hs: np.ndarray, ht: np.ndarray, hi: np.ndarray, size: int, k: int, s:
 
 def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_postings, min_skip):
     """Per query, whether to prune: ``mode`` 0 never, 1 always, 2 where it pays: the query's
-    postings number at least ``min_postings[0]`` and the terms that are non-essential from the
-    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip[0]``
-    of them, or ``min_skip[1]`` of them from ``min_postings[1]`` postings on. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
-    only where it skips long lists of common terms. Rows with a negative weight never prune."""
+    postings number at least ``min_postings`` and the terms that are non-essential from the
+    start (their bounds summed stay below the k-th-weight threshold) hold at least ``min_skip``
+    of them. MaxScore pays per document for what exhaustive scoring pays per posting, so it wins
+    only where it skips nearly all of the query's postings. Rows with a negative weight never prune."""
     n = len(q_indptr) - 1
     pruned = np.zeros(n, dtype=np.bool_)
     if mode == 0:
@@ -109,7 +109,7 @@ def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_po
             floor = q_data[lo + j] * term_kth[t]
             if floor > theta:
                 theta = floor
-        if total < min_postings[0]:
+        if total < min_postings:
             continue
         skipped = 0
         bound = 0.0
@@ -118,7 +118,7 @@ def _plan(q_indptr, q_indices, q_data, w_indptr, term_ub, term_kth, mode, min_po
             if bound >= theta:
                 break
             skipped += df[j]
-        pruned[i] = skipped >= (min_skip[1] if total >= min_postings[1] else min_skip[0]) * total
+        pruned[i] = skipped >= min_skip * total
     return pruned
 
 
@@ -434,11 +434,11 @@ else:  # pragma: no cover
 # below this many queries a parallel launch costs more than it saves
 PARALLEL_MIN_QUERIES = 64
 PRUNE_MODES = {"never": 0, "always": 1, "auto": 2}
-# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS[0] postings, at least the
-# PRUNE_MIN_SKIP[0] share of them in terms non-essential from the start; from PRUNE_MIN_POSTINGS[1]
-# postings on, PRUNE_MIN_SKIP[1] of them (see ``_plan``)
-PRUNE_MIN_POSTINGS = (5_000, 200_000)
-PRUNE_MIN_SKIP = (0.85, 0.5)
+# ``auto`` prunes a query whose terms hold at least PRUNE_MIN_POSTINGS postings, at least the
+# PRUNE_MIN_SKIP share of them in terms non-essential from the start: the first share for k up
+# to KTH_DEPTHS[0], the second for deeper k, whose threshold rises later (see ``_plan``)
+PRUNE_MIN_POSTINGS = 5_000
+PRUNE_MIN_SKIP = (0.95, 0.97)
 # an exhaustive query scans every document's sum, instead of listing those it touched, once its
 # postings times this reach the corpus size (the listing costs per posting what the scan costs
 # per document)
@@ -489,6 +489,17 @@ def term_bounds(wt) -> TermBounds:
     return TermBounds(term_max, term_kth, low >= 0.0, low > 0.0)
 
 
+def _min_skip(k: int) -> float:
+    return float(PRUNE_MIN_SKIP[0] if k <= KTH_DEPTHS[0] else PRUNE_MIN_SKIP[1])
+
+
+def prune_plan(q, wt, k: int, bounds: TermBounds, prune: str = "auto") -> np.ndarray:
+    """Which rows of ``q`` :func:`sparse_topk` scores with MaxScore (the rest exhaustively)."""
+    mode = PRUNE_MODES[prune] if bounds.nonnegative else 0
+    return _plan(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, bounds.term_max,
+                 bounds.floor(k), mode, int(PRUNE_MIN_POSTINGS), _min_skip(k))
+
+
 def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
                 prune: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``q @ wt`` (CSR query-term weights times CSR term-document weights with
@@ -511,6 +522,6 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
         np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
-        np.asarray(PRUNE_MIN_POSTINGS, dtype=np.int64), np.asarray(PRUNE_MIN_SKIP, dtype=np.float64),
+        int(PRUNE_MIN_POSTINGS), _min_skip(k),
         bool(bounds is not None and bounds.positive), float(DENSE_DOCS_PER_POSTING))
     return out_idx, out_sc

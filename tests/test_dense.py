@@ -380,6 +380,13 @@ def test_ties_across_the_cutoff_match_bruteforce(k, groups):
     corpus = Corpus(ids=ids, titles=[""] * 90, texts=[f"d{i}" for i in range(90)])
     r = DenseRetriever(enc).index(corpus)
     idx, sc = r.search([f"q{i}" for i in range(20)], k)
-    want_idx, want_sc = topk((enc.queries @ enc.docs.T).astype(np.float64), k, tie_keys(ids))
+    # the reference scores every pair by the same loop, in float64 over the float32 vectors FAISS
+    # holds: a float32 BLAS product may round one passage's score differently by its position,
+    # which splits identical passages on some CPUs
+    q32, d32 = enc.queries.astype(np.float32), enc.docs.astype(np.float32)
+    pairs = np.broadcast_to(d32.astype(np.float64), (20, 90, 16))
+    exact = np.einsum("qd,qmd->qm", q32.astype(np.float64), pairs)
+    assert np.allclose(exact, q32.astype(np.float64) @ d32.T.astype(np.float64), atol=1e-12)
+    want_idx, want_sc = topk(exact, k, tie_keys(ids))
     assert np.array_equal(idx, want_idx)
     assert np.allclose(sc, want_sc, atol=1e-6)

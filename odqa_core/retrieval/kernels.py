@@ -489,15 +489,24 @@ def term_bounds(wt) -> TermBounds:
     return TermBounds(term_max, term_kth, low >= 0.0, low > 0.0)
 
 
-def _min_skip(k: int) -> float:
-    return float(PRUNE_MIN_SKIP[0] if k <= KTH_DEPTHS[0] else PRUNE_MIN_SKIP[1])
+def _plan_args(k: int, bounds: TermBounds | None, prune: str) -> tuple[int, np.ndarray, np.ndarray, int, float]:
+    """What ``_plan`` reads besides the query and index: the prune mode (never where bounds are
+    missing or some weight is negative), per-term bounds and k-th weights, and the thresholds."""
+    if prune not in PRUNE_MODES:
+        raise ValueError(f"prune must be one of {', '.join(PRUNE_MODES)}, got {prune!r}")
+    usable = bounds is not None and bounds.nonnegative  # rows with a negative weight: see _plan
+    mode = PRUNE_MODES[prune] if usable else 0
+    term_max = bounds.term_max if usable else np.zeros(0)
+    term_kth = bounds.floor(k) if usable else np.zeros(0)
+    min_skip = PRUNE_MIN_SKIP[0] if k <= KTH_DEPTHS[0] else PRUNE_MIN_SKIP[1]
+    return mode, term_max, term_kth, int(PRUNE_MIN_POSTINGS), float(min_skip)
 
 
-def prune_plan(q, wt, k: int, bounds: TermBounds, prune: str = "auto") -> np.ndarray:
+def prune_plan(q, wt, k: int, bounds: TermBounds | None, prune: str = "auto") -> np.ndarray:
     """Which rows of ``q`` :func:`sparse_topk` scores with MaxScore (the rest exhaustively)."""
-    mode = PRUNE_MODES[prune] if bounds.nonnegative else 0
-    return _plan(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, bounds.term_max,
-                 bounds.floor(k), mode, int(PRUNE_MIN_POSTINGS), _min_skip(k))
+    mode, term_max, term_kth, min_postings, min_skip = _plan_args(k, bounds, prune)
+    return _plan(q.indptr, q.indices, np.asarray(q.data, dtype=np.float64), wt.indptr, term_max, term_kth, mode,
+                 min_postings, min_skip)
 
 
 def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = None,
@@ -506,22 +515,17 @@ def sparse_topk(q, wt, ties: np.ndarray, k: int, bounds: TermBounds | None = Non
     doc-sorted rows), positive scores only, ordered by score then ``ties``; -1 / -inf padding.
     ``bounds`` (from :func:`term_bounds`) allows MaxScore pruning, by ``prune``: never, always,
     or auto (per query, by its posting count); every choice returns the same run."""
-    if prune not in PRUNE_MODES:
-        raise ValueError(f"prune must be one of {', '.join(PRUNE_MODES)}, got {prune!r}")
+    mode, term_max, term_kth, min_postings, min_skip = _plan_args(k, bounds, prune)
     n, n_docs = q.shape[0], wt.shape[1]
     out_idx = np.full((n, k), -1, dtype=np.int64)
     out_sc = np.full((n, k), -np.inf)
     if n == 0 or k == 0:
         return out_idx, out_sc
     q_data = np.asarray(q.data, dtype=np.float64)
-    usable = bounds is not None and bounds.nonnegative  # rows with a negative weight: see _plan
-    mode = PRUNE_MODES[prune] if usable else 0
-    term_max = bounds.term_max if usable else np.zeros(0)
-    term_kth = bounds.floor(k) if usable else np.zeros(0)
     blocks = max(1, min(numba.get_num_threads(), n))
     run = _search_par if (blocks > 1 and n >= PARALLEL_MIN_QUERIES) else _search_ser
     run(q.indptr, q.indices, q_data, wt.indptr, wt.indices, np.asarray(wt.data, dtype=np.float64),
         np.asarray(ties, dtype=np.int64), n_docs, k, out_idx, out_sc, blocks, term_max, term_kth, mode,
-        int(PRUNE_MIN_POSTINGS), _min_skip(k),
+        min_postings, min_skip,
         bool(bounds is not None and bounds.positive), float(DENSE_DOCS_PER_POSTING))
     return out_idx, out_sc

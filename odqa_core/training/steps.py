@@ -182,8 +182,8 @@ def native_bfloat16(device: str) -> bool:
 
 
 def warn_emulated_bfloat16(device: str, dtype: str | None) -> None:
-    """Warn once per call site when bfloat16 autocast would run emulated: on a CPU without
-    bfloat16 instructions it is many times slower than float32, not faster."""
+    """Warn when bfloat16 autocast would run emulated: on a CPU without bfloat16 instructions it
+    is many times slower than float32, not faster."""
     if dtype == "bfloat16" and not native_bfloat16(device):
         import torch
 

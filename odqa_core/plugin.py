@@ -98,9 +98,15 @@ class Recorder:
                 value = float(np.mean(pq)) if pq else 0.0
         if value is None:
             _refuse(f"odqa_record({name!r}): give a value or a per-query vector")
+        settings = dict(self._settings)
+        if kind == "speed":  # speed is compared only on the CPU class it was recorded on
+            from .baseline.settings import CPU_ISA
+            from .machine import cpu_isa
+
+            settings[CPU_ISA] = cpu_isa()
         rec = Record(self.suite, self.cell, name, float(value), higher_is_better, kind, pq,
                      [str(q) for q in query_ids] if query_ids is not None else None, self._dataset[0],
-                     self._dataset[1], dict(extra), dict(self._settings))
+                     self._dataset[1], dict(extra), settings)
         self._item.user_properties.append((_PROP, rec.to_json()))
         return float(value)
 

@@ -461,3 +461,42 @@ def test_plots_and_html_render_from_records(tmp_path: Path) -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count('<tr class="regressed" style="background:#f8d7da">') == 1
     assert "Worst-hit queries" in page and "q10" in page
+
+
+def test_speed_is_compared_only_on_the_cpu_class_it_was_recorded_on(pytester: pytest.Pytester) -> None:
+    """A speed record carries the CPU class (:func:`odqa_core.machine.cpu_isa`); a baseline from
+    another class is refused, not judged, while quality records of the same suite compare as usual."""
+    from odqa_core.machine import cpu_isa
+
+    (pytester.path / "pyproject.toml").write_text(PYPROJECT)
+    pytester.makepyfile(test_speedy='''
+import os
+
+def test_speed(odqa_record):
+    odqa_record("speedup", float(os.environ.get("SPEEDUP", "2.0")), kind="speed")
+
+def test_quality(odqa_record):
+    odqa_record("hit", 0.5)
+''')
+    args = ("test_speedy.py", "--odqa-baseline-dir", "bl")
+    assert pytester.runpytest_subprocess(*args, "--odqa-update-baselines", timeout=TIMEOUT).ret == 0
+    path = pytester.path / "bl" / "quick" / "speedy.json"
+    stored = json.loads(path.read_text())
+    cells = stored["cells"]
+    assert cells["test_speedy.py::test_speed"]["settings"] == {"cpu_isa": cpu_isa()}
+    assert "settings" not in cells["test_speedy.py::test_quality"]
+    assert stored["machine"]["isa"] == cpu_isa()
+    os.environ["SPEEDUP"] = "0.5"
+    try:
+        same = pytester.runpytest_subprocess(*args, "--odqa-strict", timeout=TIMEOUT)
+        assert same.ret == 1
+        _lines(same, "FAIL REGRESSED speedy::test_speedy.py::test_speed speedup*")
+        cells["test_speedy.py::test_speed"]["settings"]["cpu_isa"] = "x86_64:avx2+avx512f+avx512_vnni"
+        path.write_text(json.dumps(stored))
+        other = pytester.runpytest_subprocess(*args, "-v", timeout=TIMEOUT)
+        assert other.ret == 0, _text(other)
+        assert "REGRESSED" not in other.stdout.str()
+        _lines(other, "warning: speedy::test_speedy.py::test_speed was not compared: settings differ from the "
+                      f"baseline's (cpu_isa x86_64:avx2+avx512f+avx512_vnni → {cpu_isa()})*")
+    finally:
+        os.environ.pop("SPEEDUP", None)

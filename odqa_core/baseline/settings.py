@@ -1,15 +1,17 @@
 """The resolved settings that shape a cell's numbers besides its data: which encoder backend
 ``auto`` became, the encoder's max length and its fingerprint (weights plus every setting that
-changes the vectors). Baselines store them per cell; the gate refuses to compare cells whose
-settings differ, as it does for a changed dataset."""
+changes the vectors), and for speed records the CPU class. Baselines store them per cell; the
+gate refuses to compare cells whose settings differ, as it does for a changed dataset."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BACKEND", "ENCODER", "MAX_LENGTH", "retriever_settings", "settings_of", "settings_diff"]
+__all__ = ["BACKEND", "CPU_ISA", "ENCODER", "MAX_LENGTH", "retriever_settings", "settings_of", "settings_diff"]
 
 BACKEND, MAX_LENGTH, ENCODER = "backend", "max_length", "encoder"
+# the CPU class a speed record was measured on (:func:`odqa_core.machine.cpu_isa`)
+CPU_ISA = "cpu_isa"
 # where an encoder hides inside the retrievers that wrap one (dense, hybrid/sequential, dpr)
 _WRAPPERS = ("dense_retriever", "dense", "_dense", "inner")
 
@@ -36,7 +38,7 @@ def retriever_settings(retriever: Any) -> dict[str, str]:
     enc = _encoder(retriever)
     if enc is None:
         return {}
-    out = {ENCODER: str(enc.fingerprint)}
+    out = {ENCODER: str(getattr(enc, "settings_fingerprint", None) or enc.fingerprint)}
     if backend := getattr(enc, "backend", None):
         out[BACKEND] = str(backend)
     length = getattr(enc, "max_length", None) or getattr(getattr(enc, "base", None), "max_length", None)

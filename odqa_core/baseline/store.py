@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text, dumps_stable
+from ..machine import cpu_isa, cpu_model
 
 __all__ = ["SCHEMA_VERSION", "Record", "pack_vector", "unpack_vector", "run_metadata", "load_baseline",
            "build_baseline", "merge_cells", "write_baseline", "records_to_cells", "ids_sha256"]
@@ -114,16 +115,6 @@ def _version(pkg: str) -> str:
         return "absent"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git_commit() -> dict[str, Any]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
@@ -148,7 +139,7 @@ def run_metadata() -> dict[str, Any]:
         "odqa_bench_version": __version__,
         "created": _created(),
         "commit": _git_commit(),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "system": platform.system(),
+        "machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(), "system": platform.system(),
                     "python": platform.python_version()},
         "versions": {p: _version(p) for p in ("numpy", "scipy", "torch", "faiss-cpu", "transformers",
                                                 "sentence-transformers", "kiwipiepy", "rank-bm25")},

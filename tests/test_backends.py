@@ -226,24 +226,47 @@ def test_fingerprint_names_backend_and_settings(tiny: HFEncoder) -> None:
     for b, fp in fps.items():
         assert fp.startswith(tiny.fingerprint) and f"backend={b}" in fp
     assert wrap_backend(tiny, "onnx-int8", per_channel=False).fingerprint != fps["onnx-int8"]
+    assert wrap_backend(tiny, "onnx-int8", reduce_range=False).fingerprint != fps["onnx-int8"]
     assert wrap_backend(tiny, "onnx-int8", fp32_ffn_down=False).fingerprint != fps["onnx-int8"]
     assert wrap_backend(tiny, "onnx-int8", max_tokens=4096).fingerprint != fps["onnx-int8"]
     # batching does not change float32 vectors, so it does not split their caches
     assert wrap_backend(tiny, "onnx-fp32", max_tokens=4096).fingerprint == fps["onnx-fp32"]
 
 
+@needs_onnx
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_int8_weights_fit_seven_bits_with_reduce_range(tiny: HFEncoder, reduce_range: bool,
+                                                        tmp_cache: Path) -> None:
+    """With ``reduce_range`` every int8 weight of the quantised graph lies in [-64, 64], so ONNX
+    Runtime's 16-bit pair sums on CPUs without VNNI (255 * 64 * 2 < 2**15) cannot saturate;
+    without it the weights use the full int8 range."""
+    import onnx
+    from onnx import numpy_helper
+
+    settings = onnx_export.OnnxSettings(reduce_range=reduce_range, fp32_ffn_down=False)
+    path = onnx_export.onnx_model_path(tiny.model, f"tiny-rr-{reduce_range}", "int8", settings)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights, "the graph has no int8 weights"
+    low, high = min(int(w.min()) for w in weights), max(int(w.max()) for w in weights)
+    if reduce_range:
+        assert -64 <= low and high <= 64, (low, high)
+    else:
+        assert low < -64 or high > 64, (low, high)
+
+
 @needs_openvino
-def test_openvino_fingerprint_names_runtime_precision_and_batching(tiny: HFEncoder,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openvino_fingerprint_names_runtime_and_batching_and_never_the_cpu(tiny: HFEncoder,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import openvino
 
     fp = wrap_backend(tiny, "openvino-int8").fingerprint
     assert "backend=openvino-int8" in fp and f"openvino={openvino.__version__}" in fp
     assert "weight_group=0" in fp and "activation_group=128" in fp
     assert wrap_backend(tiny, "openvino-int8", max_tokens=4096).fingerprint != fp  # activations per batch
+    assert "precision=f32" in fp
     native = backends.cpu_bf16_native()
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: not native)
-    assert wrap_backend(tiny, "openvino-int8").fingerprint != fp  # bf16 and f32 give other vectors
+    assert wrap_backend(tiny, "openvino-int8").fingerprint == fp  # f32 whether or not the CPU has bf16
     monkeypatch.setattr(backends, "cpu_bf16_native", lambda: native)
     others = {wrap_backend(tiny, "openvino-int8", weight_group=32).fingerprint,
               wrap_backend(tiny, "openvino-int8", activation_group=64).fingerprint}

@@ -290,6 +290,27 @@ def test_dpr_retriever_trains_then_searches(ds: Dataset) -> None:
     run = retrieve(r, ds, k=5)
     assert run.indices.shape == (ds.n_queries, 5) and (run.indices >= 0).all()
     assert np.all(np.diff(run.scores, axis=1) <= 1e-6)
+    # the gate names the checkpoint by its recipe; caches keep the weights' hash
+    from odqa_core.baseline.settings import ENCODER, retriever_settings
+
+    key = r.checkpoint.name
+    gate = retriever_settings(r)[ENCODER]
+    cache = r.dense_retriever.encoder.fingerprint
+    assert gate.startswith(f"trained:dpr:{key}|") and cache.startswith(f"path:{key}:")
+    assert gate.split("|", 1)[1] == cache.split("|", 1)[1]
+
+
+def test_recipe_key_names_only_folders_this_harness_trained(reference: Path, tmp_path: Path) -> None:
+    from odqa_core.encoders.models import recipe_key
+
+    assert recipe_key(reference) is None  # trained into a folder not named by its key
+    named = tmp_path / _info(reference)["key"]
+    named.mkdir()
+    (named / "odqa_dpr.json").write_text((reference / "odqa_dpr.json").read_text(encoding="utf-8"), encoding="utf-8")
+    assert recipe_key(named) == f"dpr:{named.name}"
+    (named / "odqa_dpr.json").write_text("{not json", encoding="utf-8")
+    assert recipe_key(named) is None
+    assert recipe_key(tmp_path) is None
 
 
 def test_training_refuses_a_fold_that_leaks(tmp_path):

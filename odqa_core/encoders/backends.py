@@ -136,8 +136,9 @@ def _openvino_available() -> bool:
 
 
 def openvino_precision() -> str:
-    """OpenVINO's inference precision here: bf16 where the CPU computes it natively, else f32."""
-    return "bf16" if cpu_bf16_native() else "f32"
+    """OpenVINO's inference precision: f32 on every CPU. OpenVINO would pick bf16 where the CPU
+    has it natively, and then a baseline's numbers would depend on the CPU it was recorded on."""
+    return "f32"
 
 
 def check_backend_name(name: str) -> str:
@@ -247,7 +248,17 @@ class BackendEncoder:
     def fingerprint(self) -> str:
         """The base encoder's fingerprint plus every backend setting that changes the vectors.
         int8 activations are quantised per batch, so its batching settings count too."""
-        fp = f"{self.base.fingerprint}|backend={self.backend}"
+        return self.base.fingerprint + self._backend_part()
+
+    @property
+    def settings_fingerprint(self) -> str:
+        """The base encoder's settings fingerprint (a trained checkpoint named by its recipe)
+        plus the same backend settings."""
+        base = getattr(self.base, "settings_fingerprint", None) or self.base.fingerprint
+        return base + self._backend_part()
+
+    def _backend_part(self) -> str:
+        fp = f"|backend={self.backend}"
         if self.backend in _ONNX_VARIANTS:
             fp += f"|{','.join(f'{k}={v}' for k, v in self.onnx.for_variant(_ONNX_VARIANTS[self.backend]).items())}"
         if self.backend == OPENVINO:
@@ -401,7 +412,7 @@ class _OpenVinoSession:
 
 def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = None,
                  max_batch: int | None = None, threads: int | None = None, opset: int = OPSET,
-                 per_channel: bool = True, fp32_ffn_down: bool | None = None,
+                 per_channel: bool = True, reduce_range: bool = True, fp32_ffn_down: bool | None = None,
                  min_probe_cosine: float = 0.99, weight_group: int = WQ_WEIGHT_GROUP,
                  activation_group: int = WQ_ACTIVATION_GROUP,
                  probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = None) -> BackendEncoder:
@@ -410,13 +421,15 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
     and its settings. ``max_tokens`` defaults to :data:`CPU_MAX_TOKENS` on the cpu and
     :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or
     torch's own setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
-    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`) on ``probe_texts``.
+    int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`) on ``probe_texts``;
+    ``reduce_range`` keeps ``onnx-int8`` weights in 7 bits (:class:`OnnxSettings`).
     ``weight_group`` (0: one scale per output channel) and ``activation_group`` shape
     ``openvino-int8``."""
     if isinstance(encoder, BackendEncoder):
         encoder = encoder.base
     return BackendEncoder(encoder, backend, max_tokens=max_tokens, max_batch=max_batch, threads=threads,
-                          onnx=OnnxSettings(opset=opset, per_channel=per_channel, fp32_ffn_down=fp32_ffn_down,
+                          onnx=OnnxSettings(opset=opset, per_channel=per_channel, reduce_range=reduce_range,
+                                            fp32_ffn_down=fp32_ffn_down,
                                             min_probe_cosine=min_probe_cosine, weight_group=weight_group,
                                             activation_group=activation_group),
                           probe_texts=probe_texts)

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import OdqaBenchError
 from .base import DENSE_MAX_LENGTH, Kind, check_encode_args
 from .batching import POOLINGS, encode_batched, gives_types, pool_torch, to_torch, tokenize
-from .models import check_device, folder_weights_sha, quiet_transformers, state_dict_sha256, truncate_layers
+from .models import check_device, folder_weights_sha, quiet_transformers, recipe_key, state_dict_sha256, truncate_layers
 
 __all__ = [
     "HFEncoder",
@@ -36,7 +36,9 @@ class HFEncoder:
     """A transformers encoder model + fast tokenizer as an :class:`Encoder`.
 
     ``weights_id`` names the weights (family, size, file hash); without it the state dict is
-    hashed on first use. ``query_model`` gives queries their own tower (DPR bi-encoders)."""
+    hashed on first use. ``query_model`` gives queries their own tower (DPR bi-encoders).
+    ``recipe_id`` names how a checkpoint this harness trained was made (see
+    :attr:`settings_fingerprint`)."""
 
     name: str
     model: Any
@@ -50,6 +52,7 @@ class HFEncoder:
     weights_id: str | None = None
     query_model: Any = None
     sort_by_length: bool = True
+    recipe_id: str | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,12 +81,24 @@ class HFEncoder:
             weights = self.weights_id or f"{self.name}:{state_dict_sha256(self.model)[:16]}"
             if self.weights_id is None and self.query_model is not None:
                 weights += f"+q{state_dict_sha256(self.query_model)[:16]}"
-            amp = self.autocast_dtype if self.device.startswith("cuda") else None
-            self._fingerprint = (
-                f"{weights}|pool={self.pooling}|len={self.max_length}|qp={self.query_prefix!r}"
-                f"|pp={self.passage_prefix!r}|dev={self.device.split(':')[0]}|amp={amp}"
-            )
+            self._fingerprint = weights + self._settings_part()
         return self._fingerprint
+
+    @property
+    def settings_fingerprint(self) -> str:
+        """What the gate compares: :attr:`fingerprint`, except that a checkpoint this harness
+        trained is named by its recipe (data, fold, settings, base weights) instead of its
+        weights' hash. float32 training rounds differently on CPUs of another vector width, so
+        the same recipe gives slightly different weights there, and numbers that the gate's
+        tolerance is for. Caches keep keying on :attr:`fingerprint`."""
+        if self.recipe_id is None:
+            return self.fingerprint
+        return f"trained:{self.recipe_id}" + self._settings_part()
+
+    def _settings_part(self) -> str:
+        amp = self.autocast_dtype if self.device.startswith("cuda") else None
+        return (f"|pool={self.pooling}|len={self.max_length}|qp={self.query_prefix!r}"
+                f"|pp={self.passage_prefix!r}|dev={self.device.split(':')[0]}|amp={amp}")
 
     def encode(self, texts: list[str], kind: Kind = "passage", batch_size: int = 64,
                show_progress: bool = False) -> np.ndarray:
@@ -198,4 +213,4 @@ def load_hf_folder(folder: str | os.PathLike[str], device: str = "cpu", **kw: An
     shas = [folder_weights_sha(p_dir)] + ([folder_weights_sha(folder / "query")] if two_tower else [])
     weights_id = None if None in shas else f"path:{folder.name}:" + "+".join(s[:16] for s in shas if s)
     return HFEncoder(name=f"path-{folder.name}", model=model, tokenizer=tok, device=device,
-                     weights_id=weights_id, query_model=q_model, **settings)
+                     weights_id=weights_id, query_model=q_model, recipe_id=recipe_key(folder), **settings)

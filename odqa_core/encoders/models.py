@@ -1,10 +1,11 @@
 """Generic helpers for transformers models, whatever they encode: quiet loading and saving, the
-device check, weight identities (state dict and saved-folder hashes) and layer cuts.
+device check, weight identities (state dict and saved-folder hashes, trained recipes) and layer cuts.
 Encoders, the reader and the trainers share them; none of them is tied to a model family."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +14,12 @@ from typing import Any
 from ..errors import OdqaBenchError
 from ..io import sha256_file
 
-__all__ = ["release_memory", "quiet_transformers", "check_device", "state_dict_sha256", "folder_weights_sha", "truncate_layers"]
+__all__ = ["release_memory", "quiet_transformers", "check_device", "state_dict_sha256", "folder_weights_sha",
+           "recipe_key", "TRAINED_INFO_FILES", "truncate_layers"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# the info file each trainer writes beside its checkpoint, by kind of checkpoint
+TRAINED_INFO_FILES = {"dpr": "odqa_dpr.json", "reader": "odqa_reader.json"}
 
 
 @contextlib.contextmanager
@@ -76,6 +80,22 @@ def folder_weights_sha(folder: Path) -> str | None:
             h.update(f"{name}:{_file_sha(str(p), st.st_size, st.st_mtime_ns)};".encode())
             found = True
     return h.hexdigest() if found else None
+
+
+def recipe_key(folder: Path) -> str | None:
+    """``<kind>:<key>`` for a checkpoint folder this harness trained: its info file
+    (:data:`TRAINED_INFO_FILES`) names the cache key it was saved under, and the folder carries
+    that name. None for any other folder, and where the file cannot be read."""
+    for kind, name in TRAINED_INFO_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            key = json.loads(path.read_text(encoding="utf-8")).get("key")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return f"{kind}:{key}" if isinstance(key, str) and key == folder.name else None
+    return None
 
 
 def truncate_layers(model: Any, n: int) -> Any:

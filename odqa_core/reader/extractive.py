@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..encoders.batching import Tokenized, pad_batch, to_torch, token_batches
+from ..encoders.models import TRAINED_INFO_FILES
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json
 
@@ -27,7 +28,7 @@ __all__ = ["Prediction", "Span", "Windows", "ExtractiveReader", "encode_windows"
 
 log = logging.getLogger(__name__)
 
-READER_INFO = "odqa_reader.json"
+READER_INFO = TRAINED_INFO_FILES["reader"]
 _SETTINGS = ("max_length", "doc_stride", "max_query_length", "max_answer_length", "n_best")
 
 

@@ -22,7 +22,7 @@ from ..data.folds import Fold, check_leakage, get_fold
 from ..data.types import Corpus, Dataset
 from ..encoders.batching import POOLINGS
 from ..encoders.load import BaseModel, base_fingerprint, load_base, resolve_size, saved_prompts
-from ..encoders.models import quiet_transformers
+from ..encoders.models import TRAINED_INFO_FILES, quiet_transformers
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever
@@ -37,7 +37,7 @@ __all__ = ["TrainConfig", "train_fold", "is_trained", "checkpoint_key", "trainab
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
-INFO_FILE = "odqa_dpr.json"
+INFO_FILE = TRAINED_INFO_FILES["dpr"]
 _NOT_IN_KEY = {"save_every"}  # settings that never change the trained weights
 
 

@@ -8,7 +8,9 @@ split the queries, and one fold's noise never decides alone. Improvements never 
 
 A cell is not compared at all (status ``refused``) when its dataset sha256 or its recorded
 settings (encoder backend, max length, fingerprint) differ from the baseline's: the numbers
-would measure the change of data or settings, not of the code.
+would measure the change of data or settings, not of the code. A speed cell whose baseline was
+measured on another CPU class (status ``other-cpu``) is not compared either, and never fails a
+run, strict or not: CI machines differ, and only a baseline of the same class says anything.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .config import GateConfig, Tolerance
-from .settings import BACKEND, settings_diff
+from .settings import BACKEND, CPU_ISA, settings_diff
 from .stats import adjust, mde, paired_test, seed_for
 from .store import Record, ids_sha256, unpack_vector
 
@@ -52,7 +54,7 @@ class Comparison:
     baseline: float | None
     current: float | None
     tolerance: Tolerance
-    status: str = "unchanged"   # regressed | improved | unchanged | new | missing | refused
+    status: str = "unchanged"   # regressed | improved | unchanged | new | missing | refused | other-cpu
     delta: float | None = None
     ci: tuple[float, float] | None = None
     p_value: float | None = None
@@ -83,7 +85,7 @@ class Comparison:
 
 
 class GateWarning(str):
-    """A warning line with its ``kind`` (``mde``, ``new``, ``refused``), so a summary can fold
+    """A warning line with its ``kind`` (``mde``, ``new``, ``refused``, ``other-cpu``), so a summary can fold
     warnings of one kind into a count."""
 
     kind: str
@@ -175,6 +177,7 @@ class _Groups:
     entries: dict[GroupKey, list[Entry]] = field(default_factory=dict)
     meta: dict[GroupKey, tuple[str, bool]] = field(default_factory=dict)
     refusal: dict[tuple[str, str], str] = field(default_factory=dict)
+    other_cpu: dict[tuple[str, str], str] = field(default_factory=dict)
     changed: dict[tuple[str, str], str] = field(default_factory=dict)
     seen_cells: set[tuple[str, str]] = field(default_factory=set)
 
@@ -226,6 +229,10 @@ def _note_moved(out: _Groups, r: Record, bcell: dict[str, Any] | None, regenerat
         out.refusal[where] = (f"dataset sha256 differs from the baseline's ({bcell['dataset_sha256'][:12]}…): "
                               "comparison refused; if the data change is intended, regenerate the "
                               f"baseline: {regenerate.format(file=_cell_file(r.cell))}")
+    elif diff and all(d.startswith(f"{CPU_ISA} ") for d in diff):
+        out.other_cpu[where] = (f"speed baseline measured on another CPU class ({'; '.join(diff)}): not "
+                                "compared; record one on this class to gate speed here: "
+                                f"{regenerate.format(file=_cell_file(r.cell))}")
     elif diff and compare_changed_settings:
         out.changed[where] = (f"settings differ from the baseline's ({'; '.join(diff)}): compared as asked "
                               f"by {compare_changed_settings}")
@@ -251,6 +258,10 @@ def _compare(key: GroupKey, groups: _Groups, cfg: GateConfig, warnings: list[Gat
     mism = [c for c, _b, _r in entries if (suite, c) in groups.refusal]
     if mism:
         comp.status, comp.note = "refused", groups.refusal[(suite, mism[0])]
+        return comp
+    elsewhere = [c for c, _b, _r in entries if (suite, c) in groups.other_cpu]
+    if elsewhere:
+        comp.status, comp.note = "other-cpu", groups.other_cpu[(suite, elsewhere[0])]
         return comp
     if not pooled["base_vals"] or len(pooled["base_vals"]) < len(entries):
         comp.status, comp.note = "new", "no baseline for this cell"
@@ -291,10 +302,16 @@ def _paired(comp: Comparison, pooled: dict[str, Any], cfg: GateConfig, warnings:
 def _decide(comps: list[Comparison], cfg: GateConfig, strict: bool, warnings: list[GateWarning]) -> list[str]:
     """Settle each comparison's status and return the failures: a drop beyond tolerance that is
     significant after correction regresses; refused and new cells fail only in ``strict`` mode
-    (else one warning per cell)."""
+    (else one warning per cell); a speed cell whose baseline is from another CPU class is never
+    judged, strict or not: its numbers say nothing about the code."""
     failures: list[str] = []
     told: set[tuple[str, str, str]] = set()
     for c in comps:
+        if c.status == "other-cpu":
+            if (c.status, c.suite, c.cell) not in told:
+                told.add((c.status, c.suite, c.cell))
+                warnings.append(GateWarning(f"{c.suite}::{c.cell} was not compared: {c.note}", c.status))
+            continue
         if c.status in ("refused", "new"):
             if strict:
                 failures.append(f"{c.status.upper()} {c.line()}")

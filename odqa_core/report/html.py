@@ -17,8 +17,8 @@ from ..baseline.gate import GateResult
 __all__ = ["to_html", "STATUS_COLOURS"]
 
 STATUS_COLOURS = {"regressed": "#f8d7da", "refused": "#fff3cd", "new": "#e7e9fb", "improved": "#d1e7dd",
-                  "unchanged": "#ffffff", "missing": "#eeeeee"}
-_ORDER = {s: i for i, s in enumerate(["regressed", "refused", "new", "improved", "unchanged", "missing"])}
+                  "unchanged": "#ffffff", "other-cpu": "#f3f3f3", "missing": "#eeeeee"}
+_ORDER = {s: i for i, s in enumerate(["regressed", "refused", "new", "improved", "unchanged", "other-cpu", "missing"])}
 _COLUMNS = [("status", None), ("suite", None), ("cell", None), ("metric", None), ("baseline", ".4f"),
             ("current", ".4f"), ("delta", "+.4f"), ("ci", None), ("p_value", ".3g"), ("p_adjusted", ".3g"),
             ("n", "d"), ("mde", ".4f"), ("tolerance", None), ("note", None)]

@@ -32,7 +32,7 @@ def comparison_frame(result: GateResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_ORDER = {"regressed": 0, "refused": 1, "new": 2, "improved": 3, "unchanged": 4, "missing": 5}
+_ORDER = {"regressed": 0, "refused": 1, "new": 2, "improved": 3, "unchanged": 4, "other-cpu": 5, "missing": 6}
 
 
 def to_markdown(result: GateResult, worst: int = 5) -> str:

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
 __all__ = ["summary_lines", "warnings_line"]
 
 WARNING_KINDS = {"mde": "tolerance below the minimum detectable effect", "new": "no baseline",
-                 "refused": "not compared (data or settings changed)"}
+                 "refused": "not compared (data or settings changed)",
+                 "other-cpu": "speed not compared (baseline from another CPU class)"}
 
 
 def warnings_line(result: GateResult, details: str) -> str:

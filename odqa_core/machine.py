@@ -9,7 +9,7 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["cpu_model", "cpu_isa", "ISA_FLAGS"]
+__all__ = ["cpu_model", "cpu_isa", "int8_dot_exact", "ISA_FLAGS"]
 
 # /proc/cpuinfo flags that change which vector kernels run, widest last
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
@@ -44,3 +44,13 @@ def cpu_isa() -> str:
     have = [f for f in ISA_FLAGS if f in flags]
     arch = platform.machine() or "unknown"
     return f"{arch}:{'+'.join(have)}" if have else arch
+
+
+def int8_dot_exact() -> bool:
+    """Whether the CPU sums uint8 x int8 products without 16-bit saturation: x86 with VNNI
+    (``vpdpbusd``), or Arm (``sdot``/``udot`` or widening multiplies). x86 without VNNI adds
+    product pairs in 16 bits (``vpmaddubsw``), which 8-bit weights can overflow."""
+    arch, _, flags = cpu_isa().partition(":")
+    if arch not in ("x86_64", "AMD64", "i686", "i386"):
+        return True
+    return any(f in flags.split("+") for f in ("avx512_vnni", "avx_vnni", "amx_int8"))

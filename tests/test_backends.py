@@ -226,11 +226,27 @@ def test_fingerprint_names_backend_and_settings(tiny: HFEncoder) -> None:
     for b, fp in fps.items():
         assert fp.startswith(tiny.fingerprint) and f"backend={b}" in fp
     assert wrap_backend(tiny, "onnx-int8", per_channel=False).fingerprint != fps["onnx-int8"]
-    assert wrap_backend(tiny, "onnx-int8", reduce_range=False).fingerprint != fps["onnx-int8"]
+    assert wrap_backend(tiny, "onnx-int8", reduce_range=True).fingerprint != wrap_backend(
+        tiny, "onnx-int8", reduce_range=False).fingerprint
     assert wrap_backend(tiny, "onnx-int8", fp32_ffn_down=False).fingerprint != fps["onnx-int8"]
     assert wrap_backend(tiny, "onnx-int8", max_tokens=4096).fingerprint != fps["onnx-int8"]
     # batching does not change float32 vectors, so it does not split their caches
     assert wrap_backend(tiny, "onnx-fp32", max_tokens=4096).fingerprint == fps["onnx-fp32"]
+
+
+@pytest.mark.parametrize(("isa", "seven_bits"), [("x86_64:avx2", True), ("x86_64:avx2+avx512f", True),
+                                                 ("x86_64:avx2+avx512f+avx512_vnni", False),
+                                                 ("x86_64:avx2+avx_vnni", False), ("aarch64:asimd", False)])
+def test_reduce_range_follows_the_cpus_int8_dot_product(isa: str, seven_bits: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default int8 weights use 7 bits exactly where the CPU has no exact uint8 x int8 dot
+    product (x86 without VNNI), as ONNX Runtime advises; the choice is in the encoder's fingerprint."""
+    from odqa_core import machine
+
+    monkeypatch.setattr(machine, "cpu_isa", lambda: isa)
+    assert onnx_export.OnnxSettings().reduce_range is seven_bits
+    assert onnx_export.OnnxSettings(reduce_range=not seven_bits).reduce_range is (not seven_bits)
+    assert onnx_export.OnnxSettings().for_variant("int8")["reduce_range"] is seven_bits
 
 
 @needs_onnx

@@ -412,7 +412,7 @@ class _OpenVinoSession:
 
 def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = None,
                  max_batch: int | None = None, threads: int | None = None, opset: int = OPSET,
-                 per_channel: bool = True, reduce_range: bool = True, fp32_ffn_down: bool | None = None,
+                 per_channel: bool = True, reduce_range: bool | None = None, fp32_ffn_down: bool | None = None,
                  min_probe_cosine: float = 0.99, weight_group: int = WQ_WEIGHT_GROUP,
                  activation_group: int = WQ_ACTIVATION_GROUP,
                  probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = None) -> BackendEncoder:
@@ -422,7 +422,8 @@ def wrap_backend(encoder: Any, backend: str = AUTO, *, max_tokens: int | None = 
     :data:`CUDA_MAX_TOKENS` on CUDA; ``threads`` defaults to the physical cores (ONNX Runtime) or
     torch's own setting (torch backends, changed only inside ``encode``). ``fp32_ffn_down`` None lets the
     int8 probe decide (see :mod:`odqa_core.encoders.onnx_export`) on ``probe_texts``;
-    ``reduce_range`` keeps ``onnx-int8`` weights in 7 bits (:class:`OnnxSettings`).
+    ``reduce_range`` keeps ``onnx-int8`` weights in 7 bits (None: where the CPU lacks VNNI;
+    :class:`OnnxSettings`).
     ``weight_group`` (0: one scale per output channel) and ``activation_group`` shape
     ``openvino-int8``."""
     if isinstance(encoder, BackendEncoder):

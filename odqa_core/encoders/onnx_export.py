@@ -45,6 +45,7 @@ import numpy as np
 from ..cache import cache_dir, cache_key
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
+from ..machine import int8_dot_exact
 from ..progress import progress_step
 from .models import release_memory
 
@@ -87,18 +88,22 @@ class OnnxSettings:
     ``weight_group`` (wq8): input values per weight scale, 0 for one scale per output channel;
     ``activation_group`` (OpenVINO): input values per activation scale at run time.
     ``reduce_range``: int8 weights in 7 bits. Without VNNI, ONNX Runtime's int8 kernel adds pairs
-    of uint8 x int8 products in 16 bits, which saturate with 8-bit weights; with 7 bits the sums
-    stay exact, as they are with VNNI, so the int8 vectors do not depend on which CPU has it."""
+    of uint8 x int8 products in 16 bits, which saturate with 8-bit weights; 7 bits keep the sums
+    exact at the cost of one bit of weight precision. None (the default) follows ONNX Runtime's
+    advice: 7 bits where the CPU lacks VNNI (:func:`odqa_core.machine.int8_dot_exact`), 8 where
+    it has it; the resolved value is in the graph's cache key and the encoder's fingerprint."""
 
     opset: int = OPSET
     per_channel: bool = True
-    reduce_range: bool = True
+    reduce_range: bool | None = None
     fp32_ffn_down: bool | None = None
     min_probe_cosine: float = 0.99
     weight_group: int = WQ_WEIGHT_GROUP
     activation_group: int = WQ_ACTIVATION_GROUP
 
     def __post_init__(self) -> None:
+        if self.reduce_range is None:
+            object.__setattr__(self, "reduce_range", not int8_dot_exact())
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 17 <= self.opset <= 20:
             raise OdqaBenchError(f"onnx opset must be an integer from 17 to 20, got {self.opset!r}")
         for label, flag in (("per_channel", self.per_channel), ("reduce_range", self.reduce_range)):

@@ -307,18 +307,15 @@ def _decide(comps: list[Comparison], cfg: GateConfig, strict: bool, warnings: li
     failures: list[str] = []
     told: set[tuple[str, str, str]] = set()
     for c in comps:
-        if c.status == "other-cpu":
-            if (c.status, c.suite, c.cell) not in told:
-                told.add((c.status, c.suite, c.cell))
-                warnings.append(GateWarning(f"{c.suite}::{c.cell} was not compared: {c.note}", c.status))
-            continue
-        if c.status in ("refused", "new"):
-            if strict:
+        if c.status in ("refused", "new", "other-cpu"):
+            fails_strict = c.status != "other-cpu"
+            if strict and fails_strict:
                 failures.append(f"{c.status.upper()} {c.line()}")
             elif (c.status, c.suite, c.cell) not in told:
                 told.add((c.status, c.suite, c.cell))
                 what = "has no baseline" if c.status == "new" else f"was not compared: {c.note}"
-                warnings.append(GateWarning(f"{c.suite}::{c.cell} {what} (strict mode fails on this)", c.status))
+                tail = " (strict mode fails on this)" if fails_strict else ""
+                warnings.append(GateWarning(f"{c.suite}::{c.cell} {what}{tail}", c.status))
             continue
         allowed = c.tolerance.allowed(c.baseline or 0.0)
         if c.drop > allowed + 1e-12:

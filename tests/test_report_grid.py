@@ -29,3 +29,15 @@ def test_mean_and_sample_std_over_folds_with_k_as_columns() -> None:
 
 def test_no_fold_cells_give_no_table() -> None:
     assert grid_markdown(grid_frame([Record("retrieval", "test_x[bm25/default/k=5]", "hit@5", 0.5)])) == ""
+
+
+def test_reader_cells_with_k_before_fold_and_a_profile_prefix() -> None:
+    cells = {(1, 1): 0.40, (1, 2): 0.44, (5, 1): 0.60, (5, 2): 0.64}
+    records = [Record("reader", f"test_reader[full/hybrid-kiwi/korquad-open/k={k}/fold={f}]", "f1", v)
+               for (k, f), v in cells.items()]
+    records.append(Record("reader", "test_reader_gold[full/korquad-dev/fold=1]", "gold_f1", 0.7))  # no k: no grid
+    agg = grid_frame(records)
+    assert list(agg["k"]) == [1, 5] and set(agg["retriever"]) == {"full/hybrid-kiwi"}
+    assert set(agg["dataset"]) == {"korquad-open"} and (agg["folds"] == 2).all()
+    assert abs(agg[agg["k"] == 5].iloc[0]["mean"] - 0.62) < 1e-12
+    assert "| full/hybrid-kiwi | 0.4200 ± 0.0283 | 0.6200 ± 0.0283 |" in grid_markdown(agg)

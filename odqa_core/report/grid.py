@@ -1,6 +1,7 @@
 """The grid's aggregated table: mean ± std over folds per (retriever, model, size, dataset,
-metric), from records whose cell ids carry ``fold=N`` — the shape of a model-size × fold × top-k
-result grid."""
+metric), from records whose cell ids carry ``fold=N`` and ``k=K`` — the shape of a model-size ×
+fold × top-k result grid (the retrieval grid's ``name/dataset/fold=N/k=K`` and the reader's
+``profile/name/dataset/k=K/fold=N`` alike)."""
 from __future__ import annotations
 
 import re
@@ -9,19 +10,38 @@ import pandas as pd
 
 from ..baseline.store import Record
 
-__all__ = ["grid_frame", "grid_markdown"]
+__all__ = ["grid_frame", "grid_markdown", "parse_grid_cell"]
 
-_CELL = re.compile(r"\[(?P<name>[^/\]]+)/(?P<dataset>[^/\]]+)/fold=(?P<fold>\d+)/k=(?P<k>\d+)\]$")
+_PARAMS = re.compile(r"\[([^\]]+)\]$")
+_PART = re.compile(r"^(fold|k)=(\d+)$")
+
+
+def parse_grid_cell(cell: str) -> dict[str, str | int] | None:
+    """``{"retriever", "dataset", "fold", "k"}`` of a cell id whose parameters hold ``fold=N``,
+    ``k=K`` and at least a name and a dataset (the last other part); None for any other cell."""
+    m = _PARAMS.search(cell)
+    if m is None:
+        return None
+    found: dict[str, int] = {}
+    rest: list[str] = []
+    for part in m.group(1).split("/"):
+        p = _PART.match(part)
+        if p:
+            found[p.group(1)] = int(p.group(2))
+        else:
+            rest.append(part)
+    if set(found) != {"fold", "k"} or len(rest) < 2:
+        return None
+    return {"retriever": "/".join(rest[:-1]), "dataset": rest[-1], "fold": found["fold"], "k": found["k"]}
 
 
 def grid_frame(records: list[Record]) -> pd.DataFrame:
     rows = []
     for r in records:
-        m = _CELL.search(r.cell)
+        m = parse_grid_cell(r.cell)
         if m is None or r.kind != "quality":
             continue
-        rows.append({"suite": r.suite, "retriever": m["name"], "dataset": m["dataset"], "k": int(m["k"]),
-                     "fold": int(m["fold"]), "metric": r.metric, "value": r.value})
+        rows.append({"suite": r.suite, **m, "metric": r.metric, "value": r.value})
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)

@@ -192,7 +192,8 @@ EVALRAG_K = 5
 def _evalrag_files(tmp_path: Any, ds: Any, qids: list[str]) -> dict[str, Any]:
     """eval_rag's input files for ``qids``: questions, and gold answers as ``qa`` and ``ans`` lines."""
     pos = {q: i for i, q in enumerate(ds.query_ids)}
-    questions = [ds.query_texts[pos[q]] for q in qids]
+    # one question per line, as eval_rag reads them (the reader collapses whitespace alike)
+    questions = [" ".join(ds.query_texts[pos[q]].split()) for q in qids]
     files = {"q": tmp_path / "questions.txt", "qa": tmp_path / "gold_qa.txt", "ans": tmp_path / "gold_ans.txt"}
     files["q"].write_text("".join(f"{q}\n" for q in questions), encoding="utf-8")
     files["qa"].write_text("".join(f"{q}\t{list(ds.answers[i])!r}\n" for q, i in zip(questions, qids)), encoding="utf-8")

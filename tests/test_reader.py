@@ -163,6 +163,29 @@ def test_reader_predict_shapes_and_errors():
         reader.predict(["q"], [["a", "b"]], retrieval_scores=[[1.0]], weight=1.0)
 
 
+def test_questions_are_read_as_a_line_file_carries_them(monkeypatch):
+    """A trailing space or a line break in a question is a token to a SentencePiece tokenizer
+    (e5's); the reader collapses whitespace, so a dataset's question and the same question from
+    eval_rag's line file read alike."""
+    from odqa_core.reader import extractive
+
+    reader = build_reader("tiny", "L1", seed=0, max_length=64, doc_stride=16, max_query_length=16)
+    passages = [["가나다 라마바 사아자", "xyz abc def"]]
+    plain = reader.predict_passages(["누가 썼나?"], passages)
+    seen: list[list[str]] = []
+    real = extractive.encode_windows
+
+    def spy(tokenizer, questions, contexts, *args):
+        seen.append(list(questions))
+        return real(tokenizer, questions, contexts, *args)
+
+    monkeypatch.setattr(extractive, "encode_windows", spy)
+    variants = ["누가 썼나? ", " 누가\n썼나?", "누가  썼나?\t"]
+    for variant in variants:
+        assert reader.predict_passages([variant], passages) == plain
+    assert seen == [["누가 썼나?"] * 2] * len(variants)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
 def test_reader_on_cuda_matches_cpu():

@@ -221,7 +221,12 @@ class ExtractiveReader:
         return self._fingerprint
 
     def windows(self, questions: Sequence[str], contexts: Sequence[str]) -> Windows:
-        return encode_windows(self.tokenizer, questions, contexts, self.max_length, self.doc_stride, self.max_query_length)
+        """Windows to read. Questions are read with their whitespace collapsed, as a
+        one-question-per-line file (eval_rag's) carries them: a trailing space or a line break
+        in a question is a token to the tokenizer, and would make the same question read
+        differently from a file and from a dataset."""
+        qs = [" ".join(q.split()) for q in questions]
+        return encode_windows(self.tokenizer, qs, contexts, self.max_length, self.doc_stride, self.max_query_length)
 
     def logits(self, win: Windows, show_progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """(start, end) logits of every window, trimmed to its length (``threads``: CPU threads)."""

@@ -22,7 +22,7 @@ def test_mean_and_sample_std_over_folds_with_k_as_columns() -> None:
     row = agg[agg["metric"] == "hit@5"].iloc[0]
     assert abs(row["mean"] - 0.92) < 1e-12 and abs(row["std"] - statistics.stdev(vals[5])) < 1e-12
     md = grid_markdown(agg)
-    assert md.count("### ") == 1 and "hit@k" in md
+    assert md.count("### ") == 1 and "hit@k (mean ± std over 3 folds)" in md
     assert "| retriever | k=5 | k=20 |" in md
     assert f"| bm25-kiwi | 0.9200 ± {statistics.stdev(vals[5]):.4f} | 0.9800 ± {statistics.stdev(vals[20]):.4f} |" in md
 
@@ -41,3 +41,5 @@ def test_reader_cells_with_k_before_fold_and_a_profile_prefix() -> None:
     assert set(agg["dataset"]) == {"korquad-open"} and (agg["folds"] == 2).all()
     assert abs(agg[agg["k"] == 5].iloc[0]["mean"] - 0.62) < 1e-12
     assert "| full/hybrid-kiwi | 0.4200 ± 0.0283 | 0.6200 ± 0.0283 |" in grid_markdown(agg)
+    one_fold = grid_markdown(grid_frame(records[:1] + records[2:3]))
+    assert "(mean ± std over 1 fold)" in one_fold

@@ -59,7 +59,9 @@ def grid_markdown(agg: pd.DataFrame) -> str:
     for (suite, dataset, metric), part in agg.groupby(["suite", "dataset", "metric"], sort=True):
         wide = part.assign(cell=[f"{m:.4f} ± {s:.4f}" for m, s in zip(part["mean"], part["std"])]) \
                    .pivot(index="retriever", columns="k", values="cell").fillna("")
-        out.append(f"### {suite} · {dataset} · {metric}@k (mean ± std over folds)\n")
+        counts = sorted(set(int(n) for n in part["folds"]))
+        folds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        out.append(f"### {suite} · {dataset} · {metric}@k (mean ± std over {folds} fold{'s' if counts[-1] > 1 else ''})\n")
         out.append("| retriever | " + " | ".join(f"k={k}" for k in wide.columns) + " |")
         out.append("|---|" + "---:|" * len(wide.columns))
         for name, row in wide.iterrows():

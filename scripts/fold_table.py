@@ -14,6 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from odqa_core.baseline.gate import fold_group
 from odqa_core.baseline.store import load_baseline
 from odqa_core.report.grid import grid_frame, grid_markdown, parse_grid_cell
 from odqa_core.report.runfile import baseline_as_records
@@ -28,7 +29,7 @@ def _no_k_table(records: list) -> str:
         m = _FOLD.search(r.cell)
         if m is None or r.kind != "quality" or parse_grid_cell(r.cell) is not None:
             continue
-        rows.setdefault(_FOLD.sub("fold=*", r.cell), {}).setdefault(int(m.group(1)), {})[r.metric] = r.value
+        rows.setdefault(fold_group(r.cell), {}).setdefault(int(m.group(1)), {})[r.metric] = r.value
     out = []
     for cell, folds in sorted(rows.items()):
         metrics = sorted({name for values in folds.values() for name in values})

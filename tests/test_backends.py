@@ -4,6 +4,7 @@ KorQuAD and SciFact with the real MiniLM and e5-small weights."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -412,6 +413,47 @@ def test_large_models_export_in_a_child_process_to_the_same_graph(tmp_path: Path
 
 
 @needs_onnx
+def test_large_models_build_every_graph_variant_in_child_processes(tiny: HFEncoder, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optimisation, int8 quantisation with its probe, and weight compression run in child
+    processes for a large model (their memory leaves with the child) and give the same files."""
+    import subprocess
+    import tempfile
+
+    probe = wrap_backend(tiny, "onnx-int8").probe(tiny.model, default_probe_texts())
+
+    def build(root: Path) -> dict[str, bytes]:
+        monkeypatch.setenv("ODQA_CACHE_DIR", str(root))
+        paths = {v: onnx_export.onnx_model_path(tiny.model, "tiny-child-test", v, probe=probe if v == "int8" else None)
+                 for v in ("int8", "wq8")}
+        return {v: p.read_bytes() for v, p in paths.items()}
+
+    here = build(tmp_path / "here")
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting_run(args: list[str], **kw: object) -> object:
+        calls.append(list(args))
+        return real_run(args, **kw)
+
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
+    assert build(tmp_path / "child") == here
+    jobs = [c for c in calls if "--call" in c]
+    # fp32 optimisation, int8 quantise-and-probe, wq8 compression; plus the two traces
+    assert len(jobs) == 3 and len(calls) == 5
+    assert not list(Path(tempfile.gettempdir()).glob(".onnx-job-*"))  # job files are gone
+
+
+@needs_onnx
+def test_a_failed_child_step_is_one_error_line() -> None:
+    with pytest.raises(OdqaBenchError, match=r"^int8 quantisation of x failed in its child process: .*No such file") as err:
+        onnx_export.call_isolated(True, onnx_export.ffn_down_nodes, "/nonexistent/no such.onnx", 8,
+                                  what="int8 quantisation of x")
+    assert "\n" not in str(err.value)
+
+
+@needs_onnx
 def test_a_failed_child_export_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
     model = tiny_bert(seed=0).model.eval()
@@ -645,19 +687,32 @@ def _real_encoder(family: str, size: str) -> HFEncoder:
 FAST_BACKENDS = ["onnx-int8", pytest.param("openvino-int8", marks=needs_openvino)]
 
 
+# Each family's encoders stay on one xdist worker (``--dist loadgroup``): its export and encodes
+# are never repeated on the other worker, and the two families can run side by side.
+MINILM = pytest.param("minilm", id="minilm", marks=pytest.mark.xdist_group("real-minilm"))
+E5 = pytest.param("e5-small", id="e5-small", marks=pytest.mark.xdist_group("real-e5-small"))
+
+
 @pytest.fixture(scope="module")
-def real_encoders() -> dict[str, dict[str, object]]:
-    """family -> {"fp32": HFEncoder, backend: that backend around it} for the fast CPU backends."""
+def real_family(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
+    """{"family": name, "fp32": HFEncoder, backend: that backend around it} for the fast CPU
+    backends, for the family a test is parametrized with (indirectly). A worker holds one family
+    at a time: pytest releases the previous one before it builds the next."""
+    from odqa_core.encoders.models import release_memory
+
     if not backends._onnx_available():
         pytest.skip("onnx / onnxruntime not installed")
     pytest.importorskip("faiss")
-    out = {}
-    for family, size in (("minilm", "L6"), ("e5-small", REAL_E5_SIZE)):
-        enc = _real_encoder(family, size)
-        out[family] = {"fp32": enc, "onnx-int8": wrap_backend(enc, "onnx-int8", probe_texts=default_probe_texts)}
-        if backends._openvino_available():
-            out[family]["openvino-int8"] = wrap_backend(enc, "openvino-int8")
-    return out
+    family = request.param
+    enc = _real_encoder(family, {"minilm": "L6", "e5-small": REAL_E5_SIZE}[family])
+    stack: dict[str, object] = {"family": family, "fp32": enc,
+                                "onnx-int8": wrap_backend(enc, "onnx-int8", probe_texts=default_probe_texts)}
+    if backends._openvino_available():
+        stack["openvino-int8"] = wrap_backend(enc, "openvino-int8")
+    yield stack
+    stack.clear()
+    del enc
+    release_memory()
 
 
 @pytest.fixture(scope="module")
@@ -699,13 +754,13 @@ def _sample(n_total: int) -> list[int]:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("family", ["minilm", "e5-small"])
-def test_int8_embeddings_track_fp32(family: str, backend: str, real_encoders: dict, korquad: object,
-                                    scifact_subset: object) -> None:
+@pytest.mark.parametrize("real_family", [MINILM, E5], indirect=True)
+def test_int8_embeddings_track_fp32(real_family: dict, backend: str, korquad: object, scifact_subset: object) -> None:
     """500 passages (250 KorQuAD paragraphs, 250 SciFact abstracts): int8 vectors keep mean
     cosine >= 0.99 to torch float32 and no passage falls below 0.98 (openvino-int8, with its
     per-group activation scales: 0.995 and 0.99). A model's own retrieval
     corpus is encoded whole (shared with the retrieval test's cache), the other one sampled."""
+    family = real_family["family"]
     own = {"minilm": scifact_subset, "e5-small": korquad}[family]
     cos = []
     for ds in (korquad, scifact_subset):
@@ -713,7 +768,7 @@ def test_int8_embeddings_track_fp32(family: str, backend: str, real_encoders: di
         pos = _sample(len(texts))
         vecs = []
         for variant in ("fp32", backend):
-            enc = real_encoders[family][variant]
+            enc = real_family[variant]
             if ds is own:
                 vecs.append(_passages(enc, texts)[pos])
             else:
@@ -738,10 +793,11 @@ def _quality(enc: object, ds: object, metrics: list[str]) -> dict[str, float]:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_int8_keeps_korquad_hits(backend: str, real_encoders: dict, korquad: object) -> None:
+@pytest.mark.parametrize("real_family", [E5], indirect=True)
+def test_int8_keeps_korquad_hits(real_family: dict, backend: str, korquad: object) -> None:
     """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
-    ref = _quality(real_encoders["e5-small"]["fp32"], korquad, ["hit@5", "hit@20"])
-    got = _quality(real_encoders["e5-small"][backend], korquad, ["hit@5", "hit@20"])
+    ref = _quality(real_family["fp32"], korquad, ["hit@5", "hit@20"])
+    got = _quality(real_family[backend], korquad, ["hit@5", "hit@20"])
     assert ref["hit@20"] > 0.5  # the reference itself retrieves: the comparison means something
     for m in ref:
         assert abs(got[m] - ref[m]) <= MAX_QUALITY_DROP, f"{m}: {backend} {got[m]:.4f} vs float32 {ref[m]:.4f}"
@@ -749,9 +805,10 @@ def test_int8_keeps_korquad_hits(backend: str, real_encoders: dict, korquad: obj
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_int8_keeps_scifact_ndcg(backend: str, real_encoders: dict, scifact_subset: object) -> None:
+@pytest.mark.parametrize("real_family", [MINILM], indirect=True)
+def test_int8_keeps_scifact_ndcg(real_family: dict, backend: str, scifact_subset: object) -> None:
     """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
-    ref = _quality(real_encoders["minilm"]["fp32"], scifact_subset, ["ndcg@10"])
-    got = _quality(real_encoders["minilm"][backend], scifact_subset, ["ndcg@10"])
+    ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])
+    got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
     assert ref["ndcg@10"] > 0.3
     assert abs(got["ndcg@10"] - ref["ndcg@10"]) <= MAX_QUALITY_DROP, f"{backend} {got} vs float32 {ref}"

@@ -262,6 +262,15 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
 CHILD_EXPORT_MIN_PARAMS = 50_000_000
 
 
+def _large(model: Any) -> bool:
+    return sum(p.numel() for p in model.parameters()) >= CHILD_EXPORT_MIN_PARAMS
+
+
+def _child_error(proc: Any, what: str) -> OdqaBenchError:
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return OdqaBenchError(f"{what} failed in its child process: {last.removeprefix('error: ')[:300]}")
+
+
 def export_isolated(model: Any, path: str | os.PathLike[str], opset: int = OPSET) -> None:
     """:func:`export_onnx`, run in a child process for a large model (the module saved, then
     loaded there), in this one for a small one. The graph is the same either way."""
@@ -270,7 +279,7 @@ def export_isolated(model: Any, path: str | os.PathLike[str], opset: int = OPSET
 
     import torch
 
-    if sum(p.numel() for p in model.parameters()) < CHILD_EXPORT_MIN_PARAMS:
+    if not _large(model):
         export_onnx(model, path, opset)
         return
     cls = type(model)
@@ -283,20 +292,44 @@ def export_isolated(model: Any, path: str | os.PathLike[str], opset: int = OPSET
         proc = subprocess.run([sys.executable, "-m", "odqa_core.encoders.onnx_child", str(saved), str(path), str(opset)],
                               capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OdqaBenchError(f"onnx export of {cls.__name__} failed in its child process: {last[:300]}")
+        raise _child_error(proc, f"onnx export of {cls.__name__}")
+
+
+def call_isolated(isolate: bool, func: Any, *args: Any, what: str) -> Any:
+    """``func(*args)``: in a child process when ``isolate`` (the job and its result pickled
+    through a private temporary folder; an error comes back as one line), else here."""
+    import pickle
+    import subprocess
+    import sys
+
+    if not isolate:
+        return func(*args)
+    with tempfile.TemporaryDirectory(prefix=".onnx-job-") as tmp:
+        job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        with open(job, "wb") as f:
+            pickle.dump((func, args), f)
+        proc = subprocess.run([sys.executable, "-m", "odqa_core.encoders.onnx_child", "--call", str(job), str(result)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise _child_error(proc, what)
+        with open(result, "rb") as f:
+            return pickle.load(f)
 
 
 def optimize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: Any) -> bool:
     """ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm)
     from ``src`` into ``dst``; on a model they do not know, ``dst`` is a copy and False returns."""
     cfg = model.config
+    return _optimize_file(str(src), str(dst), int(getattr(cfg, "num_attention_heads", 0)),
+                          int(getattr(cfg, "hidden_size", 0)))
+
+
+def _optimize_file(src: str, dst: str, num_heads: int, hidden_size: int) -> bool:
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
         with _quiet():
-            opt = optimize_model(str(src), model_type="bert", num_heads=int(getattr(cfg, "num_attention_heads", 0)),
-                                 hidden_size=int(getattr(cfg, "hidden_size", 0)), opt_level=0)
+            opt = optimize_model(src, model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
             opt.save_model_to_file(str(dst))
             fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
         log.info("onnx fusions: %s", fused)
@@ -481,9 +514,13 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
                 raw = work / "raw.onnx"
                 export_isolated(model, raw, opset=settings.opset)
                 if variant == "fp32":
-                    optimize_onnx(raw, built, model)
+                    cfg = model.config
+                    call_isolated(_large(model), _optimize_file, str(raw), str(built),
+                                  int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0)),
+                                  what=f"onnx optimisation of {weights_id}")
                 else:
-                    info["weights"] = compress_weights(raw, built, settings.weight_group)
+                    info["weights"] = call_isolated(_large(model), compress_weights, str(raw), str(built),
+                                                    settings.weight_group, what=f"weight compression of {weights_id}")
                     log.info("weights of %s compressed to int8 (groups of %s): %s", weights_id,
                              settings.weight_group or "a whole input row", info["weights"])
             else:
@@ -501,9 +538,20 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
 
 def _build_int8(model: Any, weights_id: str, settings: OnnxSettings, probe: Probe | None,
                 built: Path) -> dict[str, Any]:
-    """Quantise the cached float32 graph into ``built``; returns what was decided."""
+    """Quantise the cached float32 graph into ``built`` (in a child process for a large model);
+    returns what was decided."""
     fp32 = onnx_model_path(model, weights_id, "fp32", settings)
-    down = ffn_down_nodes(fp32, int(model.config.intermediate_size))
+    info = call_isolated(_large(model), _int8_from_fp32, str(fp32), str(built), int(model.config.intermediate_size),
+                         settings, probe, what=f"int8 quantisation of {weights_id}")
+    if "probe_min_cosine_all_int8" in info:
+        log.info("int8 probe for %s: min cosine %.4f -> %s", weights_id, info["probe_min_cosine_all_int8"],
+                 "feed-forward down-projections kept in float32" if info["fp32_ffn_down_decided"] else "all matmuls int8")
+    return info
+
+
+def _int8_from_fp32(fp32: str, built: str, intermediate_size: int, settings: OnnxSettings,
+                    probe: Probe | None) -> dict[str, Any]:
+    down = ffn_down_nodes(fp32, intermediate_size)
     keep = settings.fp32_ffn_down
     info: dict[str, Any] = {}
     if keep is None:
@@ -511,15 +559,11 @@ def _build_int8(model: Any, weights_id: str, settings: OnnxSettings, probe: Prob
         cos = probe_cosines(fp32, built, probe)  # type: ignore[arg-type]
         worst = float(cos.min())
         keep = worst < settings.min_probe_cosine and bool(down)
-        log.info("int8 probe for %s: min cosine %.4f over %d rows -> %s", weights_id, worst, cos.size,
-                 "feed-forward down-projections kept in float32" if keep else "all matmuls int8")
         info["probe_min_cosine_all_int8"] = round(worst, 6)
         if not keep:
             info["fp32_ffn_down_decided"] = False
             return info
-        built.unlink()
-    log.info("quantising %s to int8 (per_channel=%s, %d matmuls kept in float32)", weights_id,
-             settings.per_channel, len(down) if keep else 0)
+        Path(built).unlink()
     quantize_int8(fp32, built, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                   exclude=down if keep else [])
     info["fp32_ffn_down_decided"] = bool(keep)

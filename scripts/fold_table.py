@@ -2,9 +2,12 @@
 
     python scripts/fold_table.py baselines/full/reader.json
 
+    python scripts/fold_table.py --per-fold baselines/full/reader.json
+
 Reads only what the harness's update command wrote: every quality metric of the cells whose ids
-carry ``fold=N`` and ``k=K`` (the report's grid table), plus, for cells with folds but no k (the
-reader's gold-passage cells), one line per fold and their mean ± std.
+carry ``fold=N`` and ``k=K`` (the report's grid table; with ``--per-fold``, one line per fold
+instead), plus, for cells with folds but no k (the reader's gold-passage cells), one line per fold
+and their mean ± std.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from odqa_core.baseline.gate import fold_group
 from odqa_core.baseline.store import load_baseline
-from odqa_core.report.grid import grid_frame, grid_markdown, parse_grid_cell
+from odqa_core.report.grid import grid_frame, grid_markdown, parse_grid_cell, per_fold_markdown
 from odqa_core.report.runfile import baseline_as_records
 
 _FOLD = re.compile(r"fold=(\d+)")
@@ -47,6 +50,7 @@ def _no_k_table(records: list) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-fold", action="store_true", help="the grid cells one line per fold instead of mean ± std")
     ap.add_argument("baselines", nargs="+", type=Path, help="baseline JSON files (baselines/<profile>/<suite>.json)")
     args = ap.parse_args(argv)
     records = []
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         records += baseline_as_records(obj, path.stem)
     print(_no_k_table(records))
-    print(grid_markdown(grid_frame(records)))
+    print(per_fold_markdown(records) if args.per_fold else grid_markdown(grid_frame(records)))
     return 0
 
 

@@ -43,3 +43,17 @@ def test_reader_cells_with_k_before_fold_and_a_profile_prefix() -> None:
     assert "| full/hybrid-kiwi | 0.4200 ± 0.0283 | 0.6200 ± 0.0283 |" in grid_markdown(agg)
     one_fold = grid_markdown(grid_frame(records[:1] + records[2:3]))
     assert "(mean ± std over 1 fold)" in one_fold
+
+
+def test_per_fold_lines_with_a_column_per_metric_and_k_then_their_mean() -> None:
+    from odqa_core.report.grid import per_fold_markdown
+
+    cells = {(1, 1): 0.40, (1, 2): 0.44, (5, 1): 0.60, (5, 2): 0.66}
+    records = [Record("reader", f"test_reader[full/bm25-kiwi/korquad-dev/k={k}/fold={f}]", "f1", v)
+               for (k, f), v in cells.items()]
+    records.append(Record("reader", "test_reader[full/bm25-kiwi/korquad-dev/k=1/fold=1]", "n", 9.0, kind="info"))
+    md = per_fold_markdown(records)
+    assert md.count("### ") == 1 and "### full/bm25-kiwi · korquad-dev (per fold)" in md
+    assert "| fold | f1 k=1 | f1 k=5 |" in md
+    assert "| 1 | 0.4000 | 0.6000 |" in md and "| 2 | 0.4400 | 0.6600 |" in md
+    assert "| mean | 0.4200 | 0.6300 |" in md and "n k=1" not in md

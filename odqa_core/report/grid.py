@@ -5,12 +5,13 @@ fold × top-k result grid (the retrieval grid's ``name/dataset/fold=N/k=K`` and 
 from __future__ import annotations
 
 import re
+import statistics
 
 import pandas as pd
 
 from ..baseline.store import Record
 
-__all__ = ["grid_frame", "grid_markdown", "parse_grid_cell"]
+__all__ = ["grid_frame", "grid_markdown", "parse_grid_cell", "per_fold_markdown"]
 
 _PARAMS = re.compile(r"\[([^\]]+)\]$")
 _PART = re.compile(r"^(fold|k)=(\d+)$")
@@ -67,4 +68,26 @@ def grid_markdown(agg: pd.DataFrame) -> str:
         for name, row in wide.iterrows():
             out.append(f"| {name} | " + " | ".join(str(v) for v in row.values) + " |")
         out.append("")
+    return "\n".join(out)
+
+
+def per_fold_markdown(records: list[Record]) -> str:
+    """One table per (dataset, retriever) of the grid cells: a line per fold, a column per metric
+    and k (each metric of the cell at its k), then their mean."""
+    rows: dict[tuple[str, str], dict[int, dict[tuple[str, int], float]]] = {}
+    for r in records:
+        m = parse_grid_cell(r.cell)
+        if m is None or r.kind != "quality":
+            continue
+        key = (str(m["dataset"]), str(m["retriever"]))
+        rows.setdefault(key, {}).setdefault(int(m["fold"]), {})[(r.metric, int(m["k"]))] = r.value
+    out = []
+    for (dataset, retriever), folds in sorted(rows.items()):
+        cols = sorted({c for values in folds.values() for c in values}, key=lambda c: (c[1], c[0]))
+        out += [f"### {retriever} · {dataset} (per fold)\n",
+                "| fold | " + " | ".join(f"{m} k={k}" for m, k in cols) + " |", "|---|" + "---:|" * len(cols)]
+        out += [f"| {f} | " + " | ".join(f"{folds[f][c]:.4f}" if c in folds[f] else "" for c in cols) + " |"
+                for f in sorted(folds)]
+        means = [statistics.fmean([folds[f][c] for f in folds if c in folds[f]]) for c in cols]
+        out += ["| mean | " + " | ".join(f"{v:.4f}" for v in means) + " |", ""]
     return "\n".join(out)

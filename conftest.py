@@ -13,6 +13,11 @@ import pytest
 # for the same FAISS overhead); waiting passively costs microseconds. Set before any OpenMP
 # runtime starts; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# An xdist worker gets its share of the cores for its thread pools (torch reads this when it
+# starts; ONNX Runtime and OpenVINO through odqa_core's default): two workers with two threads
+# each on two cores slow every model step down.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 def pytest_configure(config: pytest.Config) -> None:

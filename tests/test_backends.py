@@ -687,17 +687,19 @@ def _real_encoder(family: str, size: str) -> HFEncoder:
 FAST_BACKENDS = ["onnx-int8", pytest.param("openvino-int8", marks=needs_openvino)]
 
 
-# Each family's encoders stay on one xdist worker (``--dist loadgroup``): its export and encodes
-# are never repeated on the other worker, and the two families can run side by side.
-MINILM = pytest.param("minilm", id="minilm", marks=pytest.mark.xdist_group("real-minilm"))
-E5 = pytest.param("e5-small", id="e5-small", marks=pytest.mark.xdist_group("real-e5-small"))
+# Each family's tests are one class: under ``--dist loadscope`` a class is one xdist work unit, so
+# a family's export and encodes are never repeated on the other worker, the two families can run
+# side by side, and a worker releases a family's models when its class ends. e5-small's
+# onnx-int8 (the fallback where OpenVINO is missing) is held to float32 in the full profile
+# (`tox -e full`): its quantise-and-probe build and whole-KorQuAD encodes cost minutes cold,
+# and CI checks the backend e5-small runs by default.
+E5_BACKENDS = [pytest.param("onnx-int8", marks=pytest.mark.full), pytest.param("openvino-int8", marks=needs_openvino)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def real_family(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
     """{"family": name, "fp32": HFEncoder, backend: that backend around it} for the fast CPU
-    backends, for the family a test is parametrized with (indirectly). A worker holds one family
-    at a time: pytest releases the previous one before it builds the next."""
+    backends, for the family a class is parametrized with (indirectly)."""
     from odqa_core.encoders.models import release_memory
 
     if not backends._onnx_available():
@@ -752,10 +754,7 @@ def _sample(n_total: int) -> list[int]:
     return sorted(np.random.default_rng(SEED).choice(n_total, size=min(N_COSINE_PER_SET, n_total), replace=False).tolist())
 
 
-@pytest.mark.realdata
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("real_family", [MINILM, E5], indirect=True)
-def test_int8_embeddings_track_fp32(real_family: dict, backend: str, korquad: object, scifact_subset: object) -> None:
+def _track_fp32(real_family: dict, backend: str, korquad: object, scifact_subset: object) -> None:
     """500 passages (250 KorQuAD paragraphs, 250 SciFact abstracts): int8 vectors keep mean
     cosine >= 0.99 to torch float32 and no passage falls below 0.98 (openvino-int8, with its
     per-group activation scales: 0.995 and 0.99). A model's own retrieval
@@ -792,23 +791,35 @@ def _quality(enc: object, ds: object, metrics: list[str]) -> dict[str, float]:
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("real_family", [E5], indirect=True)
-def test_int8_keeps_korquad_hits(real_family: dict, backend: str, korquad: object) -> None:
-    """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
-    ref = _quality(real_family["fp32"], korquad, ["hit@5", "hit@20"])
-    got = _quality(real_family[backend], korquad, ["hit@5", "hit@20"])
-    assert ref["hit@20"] > 0.5  # the reference itself retrieves: the comparison means something
-    for m in ref:
-        assert abs(got[m] - ref[m]) <= MAX_QUALITY_DROP, f"{m}: {backend} {got[m]:.4f} vs float32 {ref[m]:.4f}"
+@pytest.mark.parametrize("real_family", ["e5-small"], indirect=True)
+class TestE5SmallInt8:
+    @pytest.mark.parametrize("backend", E5_BACKENDS)
+    def test_int8_embeddings_track_fp32(self, real_family: dict, backend: str, korquad: object,
+                                        scifact_subset: object) -> None:
+        _track_fp32(real_family, backend, korquad, scifact_subset)
+
+    @pytest.mark.parametrize("backend", E5_BACKENDS)
+    def test_int8_keeps_korquad_hits(self, real_family: dict, backend: str, korquad: object) -> None:
+        """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
+        ref = _quality(real_family["fp32"], korquad, ["hit@5", "hit@20"])
+        got = _quality(real_family[backend], korquad, ["hit@5", "hit@20"])
+        assert ref["hit@20"] > 0.5  # the reference itself retrieves: the comparison means something
+        for m in ref:
+            assert abs(got[m] - ref[m]) <= MAX_QUALITY_DROP, f"{m}: {backend} {got[m]:.4f} vs float32 {ref[m]:.4f}"
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("real_family", [MINILM], indirect=True)
-def test_int8_keeps_scifact_ndcg(real_family: dict, backend: str, scifact_subset: object) -> None:
-    """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
-    ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])
-    got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
-    assert ref["ndcg@10"] > 0.3
-    assert abs(got["ndcg@10"] - ref["ndcg@10"]) <= MAX_QUALITY_DROP, f"{backend} {got} vs float32 {ref}"
+@pytest.mark.parametrize("real_family", ["minilm"], indirect=True)
+class TestMiniLMInt8:
+    @pytest.mark.parametrize("backend", FAST_BACKENDS)
+    def test_int8_embeddings_track_fp32(self, real_family: dict, backend: str, korquad: object,
+                                        scifact_subset: object) -> None:
+        _track_fp32(real_family, backend, korquad, scifact_subset)
+
+    @pytest.mark.parametrize("backend", FAST_BACKENDS)
+    def test_int8_keeps_scifact_ndcg(self, real_family: dict, backend: str, scifact_subset: object) -> None:
+        """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
+        ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])
+        got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
+        assert ref["ndcg@10"] > 0.3
+        assert abs(got["ndcg@10"] - ref["ndcg@10"]) <= MAX_QUALITY_DROP, f"{backend} {got} vs float32 {ref}"

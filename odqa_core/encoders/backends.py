@@ -113,7 +113,12 @@ def cpu_bf16_native() -> bool:
 
 
 def physical_cores() -> int:
-    """Physical CPU cores (psutil), else logical ones: the default thread count of every backend."""
+    """The default thread count of every backend: ``OMP_NUM_THREADS`` when set (the knob that caps
+    torch's pool, honoured by ONNX Runtime and OpenVINO here too), else the physical CPU cores
+    (psutil), else the logical ones."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         import psutil
 

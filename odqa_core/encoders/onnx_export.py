@@ -460,21 +460,22 @@ def _valid(path: Path, meta: Path) -> bool:
 
 
 def probe_cosines(reference: str | os.PathLike[str], candidate: str | os.PathLike[str], probe: Probe) -> np.ndarray:
-    """Cosine between the pooled vectors of two graphs on every probe row."""
+    """Cosine between the pooled vectors of two graphs on every probe row (one session at a
+    time, so a large model's two graphs are never held together)."""
     import onnxruntime as ort
 
     from .batching import pool
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (reference, candidate)]
-    out = []
-    for feed in probe.feeds:
-        vecs = []
-        for sess in sessions:
-            names = [i.name for i in sess.get_inputs()]
-            vecs.append(pool(sess.run(None, {k: feed[k] for k in names})[0], feed["attention_mask"], probe.pooling))
-        out.append((vecs[0] * vecs[1]).sum(axis=1))
+    vecs: list[list[np.ndarray]] = []
+    for path in (reference, candidate):
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        vecs.append([pool(sess.run(None, {k: feed[k] for k in names})[0], feed["attention_mask"], probe.pooling)
+                     for feed in probe.feeds])
+        del sess
+    out = [(a * b).sum(axis=1) for a, b in zip(*vecs)]
     return np.concatenate(out) if out else np.ones(0, dtype=np.float32)
 
 

@@ -26,6 +26,12 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist plugin is active")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest work units first (``run_first``): under ``--dist loadscope`` each worker starts on
+    one while the short ones fill in around them, instead of one worker finishing alone."""
+    items.sort(key=lambda item: item.get_closest_marker("run_first") is None)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _trim_after_module():
     """Model loads and conversions leave the allocator holding memory a long-lived xdist worker

@@ -791,6 +791,7 @@ def _quality(enc: object, ds: object, metrics: list[str]) -> dict[str, float]:
 
 
 @pytest.mark.realdata
+@pytest.mark.run_first
 @pytest.mark.parametrize("real_family", ["e5-small"], indirect=True)
 class TestE5SmallInt8:
     @pytest.mark.parametrize("backend", E5_BACKENDS)
@@ -809,6 +810,7 @@ class TestE5SmallInt8:
 
 
 @pytest.mark.realdata
+@pytest.mark.run_first
 @pytest.mark.parametrize("real_family", ["minilm"], indirect=True)
 class TestMiniLMInt8:
     @pytest.mark.parametrize("backend", FAST_BACKENDS)

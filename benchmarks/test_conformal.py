@@ -320,7 +320,8 @@ def _answer_inputs(setup: AnswerSetup) -> AnswerInputs:
     for fold, qids in zip(folds, by_fold):
         reader = trained_reader(ds, fold, config, device=config.device, threads=config.threads)
         passages = [[ds.corpus.texts[j] for j in run.indices[pos[q], :depth] if j >= 0] for q in qids]
-        for q, row in zip(qids, reader_candidates(reader, [ds.query_texts[qpos[q]] for q in qids], passages)):
+        for q, row in zip(qids, reader_candidates(reader, [ds.query_texts[qpos[q]] for q in qids], passages,
+                                                      setup.lang)):
             candidates[pos[q]] = row
     return AnswerInputs(ds, run, splits, candidates, depth)
 

@@ -388,6 +388,32 @@ def test_reader_candidates_enumerate_every_short_span_once() -> None:
         reader_candidates(_FakeReader(), ["q", "r"], [["x"]])
 
 
+class _KoreanReader(_FakeReader):
+    """One window over "GS칼텍스는 수입했다": tokens "GS칼텍스는" and "수입했다"."""
+
+    def windows(self, questions: list[str], contexts: list[str]) -> Windows:
+        return Windows([[0] * 6], None, [[None, None, None, (0, 6), (7, 11), None]], [0], [0])
+
+    def logits(self, win: Windows) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.array([0, 0, 0, 2.0, 1.0, 0]), np.array([0, 0, 0, 1.0, 0.5, 0]))]
+
+
+def test_korean_candidates_also_drop_a_trailing_particle_at_the_spans_score() -> None:
+    ko = dict(reader_candidates(_KoreanReader(), ["q"], [["GS칼텍스는 수입했다"]], lang="ko")[0][0])
+    en = dict(reader_candidates(_KoreanReader(), ["q"], [["GS칼텍스는 수입했다"]])[0][0])
+    assert "GS칼텍스" not in en and en["GS칼텍스는"] == 3.0
+    assert ko["GS칼텍스"] == ko["GS칼텍스는"] == 3.0  # the bare noun: KorQuAD's answer, exactly matchable
+    assert set(ko) - set(en) == {"GS칼텍스"}  # "수입했다" and the two-token span end in no particle
+
+
+@given(st.text(alphabet="가나다라는을를에서의도", min_size=1, max_size=8))
+def test_particle_variants_keep_the_text_and_only_shorten_it(text: str) -> None:
+    from odqa_core.conformal.answers import without_particles
+
+    out = without_particles(text)
+    assert text in out and all(v and text.startswith(v) and len(v) <= len(text) for v in out)
+
+
 # --- the fold table ----------------------------------------------------------------------------
 
 def _rows() -> list[FoldRow]:

@@ -2,6 +2,10 @@
 retrieval top-k calibrated at ``alpha_ret``, a reader-score threshold at ``alpha_read``, with
 ``alpha_ret + alpha_read = alpha`` by the union bound. A set covers a question when it holds an
 exact match of a gold answer.
+
+In Korean a subword token often carries the particle after a noun ("GS칼텍스는"), so no token
+span is the bare answer ("GS칼텍스"), which KorQuAD's answers never include; the Korean answer
+space therefore also holds each span with a trailing particle removed, at the span's score.
 """
 from __future__ import annotations
 
@@ -19,11 +23,30 @@ from .retrieval import _check_alpha, _gold_mask, _select, calibrate_k, calibrate
 
 __all__ = [
     "AnswerCalibration", "AnswerResult", "Candidates", "answer_coverage", "answer_outcomes", "answer_sets",
-    "calibrate_answers", "gold_answer_scores", "reader_candidates",
+    "calibrate_answers", "gold_answer_scores", "reader_candidates", "without_particles",
 ]
 
 # candidates[i][r] = the reader's (answer text, reader score) pairs from run row i, rank r
 Candidates = Sequence[Sequence[Sequence[tuple[str, float]]]]
+
+# Korean case and auxiliary particles (and the copula forms) that follow a noun phrase, longest
+# first so "에서는" is tried before "는"
+KOREAN_PARTICLES = tuple(sorted({
+    "은", "는", "이", "가", "을", "를", "의", "에", "에서", "에게", "께서", "와", "과", "로", "으로", "도", "만", "까지",
+    "부터", "보다", "처럼", "이다", "였다", "이며", "인", "라는", "이라는", "라고", "이라고", "에는", "에서는", "으로는",
+    "로는", "과의", "와의", "이란", "란", "이나", "나", "에도", "으로서", "로서", "으로써", "로써", "에서의", "만의",
+}, key=lambda p: (-len(p), p)))
+
+
+def without_particles(text: str) -> set[str]:
+    """``text`` and, for each Korean particle it ends with, ``text`` without it (never empty)."""
+    out = {text}
+    for p in KOREAN_PARTICLES:
+        if text.endswith(p) and len(text) > len(p):
+            stem = text[: -len(p)].rstrip()
+            if stem:
+                out.add(stem)
+    return out
 
 
 @dataclass(frozen=True)
@@ -164,10 +187,11 @@ def answer_coverage(
     return AnswerResult(float(hits.mean()), float(sizes.mean()), len(test_qids))
 
 
-def reader_candidates(reader: Any, questions: Sequence[str],
-                      passages_per_question: Sequence[Sequence[str]]) -> list[list[list[tuple[str, float]]]]:
+def reader_candidates(reader: Any, questions: Sequence[str], passages_per_question: Sequence[Sequence[str]],
+                      lang: str = "en") -> list[list[list[tuple[str, float]]]]:
     """Every span of at most ``reader.max_answer_length`` tokens of every passage, as distinct
-    answer texts with their best ``start + end`` logit over the passage's windows, best first.
+    answer texts with their best ``start + end`` logit over the passage's windows, best first;
+    for ``lang="ko"`` also each span without a trailing particle (:func:`without_particles`).
 
     This is an extractive reader's whole answer space, not its n-best list: a gold answer that
     is a span of a retrieved passage is always a candidate, so the answer-set guarantee holds
@@ -181,6 +205,7 @@ def reader_candidates(reader: Any, questions: Sequence[str],
     win = reader.windows([questions[q] for q, _ in pairs], contexts)
     best: list[dict[str, float]] = [{} for _ in pairs]
     span_len = int(reader.max_answer_length)
+    korean = lang == "ko"
     for w, (st, en) in enumerate(reader.logits(win)):
         offs = win.offsets[w][: len(st)]
         ctx = np.array([t for t, o in enumerate(offs) if o is not None], dtype=np.int64)
@@ -194,8 +219,9 @@ def reader_candidates(reader: Any, questions: Sequence[str],
         context, seen = contexts[pair], best[pair]
         for s, e, sc in zip(s_tok.tolist(), e_tok.tolist(), scores.tolist()):
             text = span_text(context, offs[s][0], offs[e][1])[0]
-            if text and sc > seen.get(text, -math.inf):
-                seen[text] = sc
+            for variant in (without_particles(text) if korean and text else (text,)):
+                if variant and sc > seen.get(variant, -math.inf):
+                    seen[variant] = sc
     out: list[list[list[tuple[str, float]]]] = [[[] for _ in ps] for ps in passages_per_question]
     for j, (q, p) in enumerate(pairs):
         out[q][p] = sorted(best[j].items(), key=lambda kv: (-kv[1], kv[0]))

@@ -27,8 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest work units first (``run_first``): under ``--dist loadscope`` each worker starts on
-    one while the short ones fill in around them, instead of one worker finishing alone."""
+    """Longest work units first (``run_first``): under ``--dist loadscope --no-loadscope-reorder``
+    (units in collection order, not by test count) each worker starts on one while the short
+    ones fill in around them, instead of one worker finishing alone."""
     items.sort(key=lambda item: item.get_closest_marker("run_first") is None)
 
 

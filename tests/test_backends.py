@@ -390,13 +390,10 @@ def test_export_traces_an_eval_model_in_place_and_restores_it(tmp_path: Path) ->
     assert (tmp_path / "in_place.onnx").read_bytes() == (tmp_path / "copy.onnx").read_bytes()
 
 
-@needs_onnx
-def test_large_models_export_in_a_child_process_to_the_same_graph(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def _child_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every model counts as large from now on; returns the list each subprocess command joins."""
     import subprocess
 
-    model = tiny_bert(seed=0).model.eval()
-    onnx_export.export_isolated(model, tmp_path / "here.onnx")  # below the threshold: in this process
     calls: list[list[str]] = []
     real_run = subprocess.run
 
@@ -406,6 +403,15 @@ def test_large_models_export_in_a_child_process_to_the_same_graph(tmp_path: Path
 
     monkeypatch.setattr(subprocess, "run", counting_run)
     monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
+    return calls
+
+
+@needs_onnx
+def test_large_models_export_in_a_child_process_to_the_same_graph(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_bert(seed=0).model.eval()
+    onnx_export.export_isolated(model, tmp_path / "here.onnx")  # below the threshold: in this process
+    calls = _child_calls(monkeypatch)
     onnx_export.export_isolated(model, tmp_path / "child.onnx")
     assert len(calls) == 1 and "odqa_core.encoders.onnx_child" in calls[0]
     assert (tmp_path / "here.onnx").read_bytes() == (tmp_path / "child.onnx").read_bytes()
@@ -417,7 +423,6 @@ def test_large_models_build_every_graph_variant_in_child_processes(tiny: HFEncod
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Optimisation, int8 quantisation with its probe, and weight compression run in child
     processes for a large model (their memory leaves with the child) and give the same files."""
-    import subprocess
     import tempfile
 
     probe = wrap_backend(tiny, "onnx-int8").probe(tiny.model, default_probe_texts())
@@ -429,15 +434,7 @@ def test_large_models_build_every_graph_variant_in_child_processes(tiny: HFEncod
         return {v: p.read_bytes() for v, p in paths.items()}
 
     here = build(tmp_path / "here")
-    calls: list[list[str]] = []
-    real_run = subprocess.run
-
-    def counting_run(args: list[str], **kw: object) -> object:
-        calls.append(list(args))
-        return real_run(args, **kw)
-
-    monkeypatch.setattr(subprocess, "run", counting_run)
-    monkeypatch.setattr(onnx_export, "CHILD_EXPORT_MIN_PARAMS", 0)
+    calls = _child_calls(monkeypatch)
     assert build(tmp_path / "child") == here
     jobs = [c for c in calls if "--call" in c]
     # fp32 optimisation, int8 quantise-and-probe, wq8 compression; plus the two traces
@@ -790,16 +787,28 @@ def _quality(enc: object, ds: object, metrics: list[str]) -> dict[str, float]:
     return {m: float(v.mean()) for m, v in evaluate(run, ds.qrels, metrics).items()}  # type: ignore[attr-defined]
 
 
-@pytest.mark.realdata
-@pytest.mark.run_first
-@pytest.mark.parametrize("real_family", ["e5-small"], indirect=True)
-class TestE5SmallInt8:
-    @pytest.mark.parametrize("backend", E5_BACKENDS)
+class _Int8Parity:
+    """A family's int8 backends held to its torch float32 model; subclasses name the family (the
+    class parameter) and its ``backends``, which parametrize every test of the class."""
+
+    backends: list = FAST_BACKENDS
+
     def test_int8_embeddings_track_fp32(self, real_family: dict, backend: str, korquad: object,
                                         scifact_subset: object) -> None:
         _track_fp32(real_family, backend, korquad, scifact_subset)
 
-    @pytest.mark.parametrize("backend", E5_BACKENDS)
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.cls is not None and issubclass(metafunc.cls, _Int8Parity):
+        metafunc.parametrize("backend", metafunc.cls.backends)
+
+
+@pytest.mark.realdata
+@pytest.mark.run_first
+@pytest.mark.parametrize("real_family", ["e5-small"], indirect=True)
+class TestE5SmallInt8(_Int8Parity):
+    backends = E5_BACKENDS
+
     def test_int8_keeps_korquad_hits(self, real_family: dict, backend: str, korquad: object) -> None:
         """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
         ref = _quality(real_family["fp32"], korquad, ["hit@5", "hit@20"])
@@ -812,13 +821,7 @@ class TestE5SmallInt8:
 @pytest.mark.realdata
 @pytest.mark.run_first
 @pytest.mark.parametrize("real_family", ["minilm"], indirect=True)
-class TestMiniLMInt8:
-    @pytest.mark.parametrize("backend", FAST_BACKENDS)
-    def test_int8_embeddings_track_fp32(self, real_family: dict, backend: str, korquad: object,
-                                        scifact_subset: object) -> None:
-        _track_fp32(real_family, backend, korquad, scifact_subset)
-
-    @pytest.mark.parametrize("backend", FAST_BACKENDS)
+class TestMiniLMInt8(_Int8Parity):
     def test_int8_keeps_scifact_ndcg(self, real_family: dict, backend: str, scifact_subset: object) -> None:
         """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
         ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])

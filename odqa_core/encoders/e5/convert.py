@@ -17,6 +17,7 @@ from ...errors import OdqaBenchError
 from ...io import atomic_write_json, sha256_file
 from ...progress import progress_step
 from ..models import quiet_transformers
+from ..onnx_export import call_isolated
 from .fileformat import EMBEDDING_TENSORS, LAYER_TENSORS, e5_model_file, read_e5_file
 from .tokenizer import build_e5_tokenizer
 
@@ -190,11 +191,14 @@ def _load_cached(target: Path, sha: str) -> tuple[BertModel, PreTrainedTokenizer
     return model, tok
 
 
-def _convert_into(target: Path, src: Path, sha: str) -> tuple[BertModel, PreTrainedTokenizerFast]:
-    """Convert ``src``, move the saved model into ``target`` in one rename, return it."""
+def _convert_into(target: Path, src: Path, sha: str) -> None:
+    """Convert ``src`` and move the saved model into ``target`` in one rename."""
     model, tok = convert_to_bert(src)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         with quiet_transformers():
@@ -210,9 +214,10 @@ def _convert_into(target: Path, src: Path, sha: str) -> tuple[BertModel, PreTrai
             if not (target / _MARKER).exists():
                 raise
             log.info("another process finished converting %s first; using its copy", target)
+    except OSError as exc:
+        raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return model, tok
 
 
 def _discard(target: Path) -> None:
@@ -241,8 +246,11 @@ def load_converted(src: Path) -> tuple[BertModel, PreTrainedTokenizerFast]:
             )
             _discard(target)
     log.info("converting %s to a torch BertModel under %s", src, target)
+    with progress_step(f"converting {src.name} to a torch model (once, then cached)"):
+        # in a child process: the conversion's transient copies of the weights leave with it
+        call_isolated(True, _convert_into, target, src, sha, what=f"converting {src.name}")
     try:
-        with progress_step(f"converting {src.name} to a torch model (once, then cached)"):
-            return _convert_into(target, src, sha)
-    except OSError as exc:
-        raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
+        return _load_cached(target, sha)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise OdqaBenchError(f"the e5 model just converted under {target} does not load: {first}") from exc

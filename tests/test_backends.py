@@ -667,7 +667,7 @@ def test_int8_probe_embeds_the_texts_it_is_given(tiny: HFEncoder, tmp_cache: Pat
 REAL_MAX_LENGTH = 256
 REAL_E5_SIZE = "L12"
 SEED = 0
-N_SCIFACT_DISTRACTORS = 700
+N_SCIFACT_DISTRACTORS = 300
 N_COSINE_PER_SET = 250
 MAX_QUALITY_DROP = 0.005
 
@@ -724,7 +724,7 @@ def korquad(data_root: Path) -> object:
 
 @pytest.fixture(scope="module")
 def scifact_subset(data_root: Path) -> object:
-    """SciFact test: all 300 queries over their gold abstracts plus 700 seeded distractors."""
+    """SciFact test: all 300 queries over their gold abstracts plus 300 seeded distractors."""
     from odqa_core.data import load_dataset
     from odqa_core.data.types import Corpus, Dataset
 
@@ -737,7 +737,7 @@ def scifact_subset(data_root: Path) -> object:
     c = ds.corpus
     corpus = Corpus([c.ids[i] for i in keep], [c.titles[i] for i in keep], [c.texts[i] for i in keep],
                     [c.groups[i] for i in keep] if c.groups else [])
-    return Dataset("scifact-gold+700", corpus, list(ds.query_ids), list(ds.query_texts), ds.qrels, ds.answers,
+    return Dataset(f"scifact-gold+{N_SCIFACT_DISTRACTORS}", corpus, list(ds.query_ids), list(ds.query_texts), ds.qrels, ds.answers,
                    ds.sha256, ds.source)
 
 
@@ -823,7 +823,7 @@ class TestE5SmallInt8(_Int8Parity):
 @pytest.mark.parametrize("real_family", ["minilm"], indirect=True)
 class TestMiniLMInt8(_Int8Parity):
     def test_int8_keeps_scifact_ndcg(self, real_family: dict, backend: str, scifact_subset: object) -> None:
-        """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
+        """MiniLM L6 on SciFact (300 queries, gold abstracts + 300 distractors): nDCG@10 within 0.005."""
         ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])
         got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
         assert ref["ndcg@10"] > 0.3

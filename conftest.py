@@ -30,7 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
 # one worker runs them one after another, so two workers never hold two copies at once. xdist's
 # own grouping (--dist loadgroup) relies on a node-id suffix that pytest 9.2 no longer reads.
 SHARED_UNITS = {
-    "e5-small models": ("tests/test_backends.py::TestE5SmallInt8", "tests/test_encoders_multilingual.py"),
+    "e5-small models": ("tests/test_backends.py::TestE5SmallInt8", "tests/test_encoders_multilingual.py",
+                        "benchmarks/test_reader.py"),
 }
 
 

@@ -246,3 +246,35 @@ def test_query_terms_numpy_path_equals_the_python_one(queries) -> None:
         a, b = getattr(small, name), getattr(big, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert small.shape == big.shape
+
+
+@pytest.mark.parametrize("name", ["bm25", "tfidf"])
+def test_index_counts_with_the_collector_paused_and_restores_it(name: str, tiny_corpus: Corpus,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokenising and counting run with the cyclic collector off (it would walk every token list
+    again and again on a large corpus); afterwards it is back as it was, also after an error."""
+    import gc
+
+    from odqa_core.retrieval import sparse
+
+    seen = []
+    real = sparse.build_counts
+
+    def spy(docs, vocab=None):
+        seen.append(gc.isenabled())
+        return real(docs, vocab)
+
+    monkeypatch.setattr(sparse, "build_counts", spy)
+    assert gc.isenabled()
+    get_retriever(name, tokenizer="regex").index(tiny_corpus)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        with sparse.gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own pause is left alone
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), sparse.gc_paused():
+        raise RuntimeError("build failed")
+    assert gc.isenabled()

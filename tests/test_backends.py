@@ -435,11 +435,16 @@ def test_large_models_build_every_graph_variant_in_child_processes(tiny: HFEncod
 
     here = build(tmp_path / "here")
     calls = _child_calls(monkeypatch)
+    # a private temporary folder: another worker's isolated steps use the system one meanwhile
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     assert build(tmp_path / "child") == here
     jobs = [c for c in calls if "--call" in c]
     # fp32 optimisation, int8 quantise-and-probe, wq8 compression; plus the two traces
     assert len(jobs) == 3 and len(calls) == 5
-    assert not list(Path(tempfile.gettempdir()).glob(".onnx-job-*"))  # job files are gone
+    assert all(str(private_tmp) in c[-1] for c in jobs)  # the jobs went through the private folder
+    assert not list(private_tmp.glob(".onnx-job-*"))  # and their files are gone
 
 
 @needs_onnx

@@ -27,8 +27,8 @@ QUERY_CHUNK = 512
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off while an index build allocates millions of acyclic
-    objects (token lists, vocabulary entries): each collection would walk all of them again, a
-    third of a million-passage build. Restored as it was, also on error."""
+    objects (token lists, vocabulary entries), which each collection would walk again. Restored
+    as it was, also on error."""
     was = gc.isenabled()
     gc.disable()
     try:

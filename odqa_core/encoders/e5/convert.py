@@ -195,10 +195,16 @@ def _convert_into(target: Path, src: Path, sha: str) -> None:
     """Convert ``src`` and move the saved model into ``target`` in one rename."""
     model, tok = convert_to_bert(src)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        _save_entry(target, model, tok, src, sha)
     except OSError as exc:
         raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
+
+
+def _save_entry(target: Path, model: BertModel, tok: PreTrainedTokenizerFast, src: Path, sha: str) -> None:
+    """Save into a private folder beside ``target``, then rename it into place (a copy another
+    process finished first is kept)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         with quiet_transformers():
@@ -214,8 +220,6 @@ def _convert_into(target: Path, src: Path, sha: str) -> None:
             if not (target / _MARKER).exists():
                 raise
             log.info("another process finished converting %s first; using its copy", target)
-    except OSError as exc:
-        raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

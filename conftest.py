@@ -65,10 +65,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _trim_after_module():
-    """Model loads and conversions leave the allocator holding memory a long-lived xdist worker
-    never reuses: hand it back after each module."""
+def _trim_after_module(request: pytest.FixtureRequest):
+    """A long-lived xdist worker would otherwise keep every module's cached models, indexes and
+    runs, and the allocator the memory their loads freed: drop them after each module."""
     yield
-    from odqa_core.encoders.models import release_memory
+    from odqa_core.memory import drop_caches
 
-    release_memory()
+    drop_caches(request.module)

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from .data import Dataset, load_dataset
 from .errors import OdqaBenchError
+from .memory import forgettable
 from .retrieval import Run, accepted_params, get_retriever, retrieve
 
 __all__ = ["RUN_DEPTH", "cached_dataset", "cached_run", "on_ci", "require_dataset", "skip_or_fail"]
@@ -58,3 +59,7 @@ def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DE
     ds = cached_dataset(dataset)
     r = get_retriever(retriever, **accepted_params(retriever, {"tokenizer": tokenizer})).index(ds.corpus)
     return retrieve(r, ds, depth)
+
+
+forgettable(cached_run.cache_clear)
+

@@ -700,7 +700,7 @@ INT8_BACKENDS = [pytest.param("onnx-int8", marks=pytest.mark.full), pytest.param
 def real_family(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
     """{"family": name, "fp32": HFEncoder, backend: that backend around it} for the fast CPU
     backends, for the family a class is parametrized with (indirectly)."""
-    from odqa_core.encoders.models import release_memory
+    from odqa_core.memory import release_memory
 
     if not backends._onnx_available():
         pytest.skip("onnx / onnxruntime not installed")

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import OdqaBenchError
 from ..io import sha256_file
 
-__all__ = ["release_memory", "quiet_transformers", "check_device", "state_dict_sha256", "folder_weights_sha",
+__all__ = ["quiet_transformers", "check_device", "state_dict_sha256", "folder_weights_sha",
            "recipe_key", "TRAINED_INFO_FILES", "truncate_layers"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -108,18 +108,4 @@ def truncate_layers(model: Any, n: int) -> Any:
     model.config.num_hidden_layers = n
     return model
 
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``): after a
-    model export or conversion, the allocator otherwise keeps the freed gigabytes mapped, and a
-    long-lived process (a test worker) only grows."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 

@@ -47,7 +47,7 @@ from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
 from ..machine import int8_dot_exact
 from ..progress import progress_step
-from .models import release_memory
+from ..memory import release_memory
 
 __all__ = [
     "OPSET",

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 from ..io import sha256_file
+from ..memory import forgettable
 
 __all__ = ["USEM_DIM", "usem_encode", "usem_fingerprint"]
 
@@ -44,6 +45,9 @@ def _resources() -> Path:
 def _model() -> Any:
     """The process-wide embedder (weights load lazily on first encode)."""
     return _package().USE()
+
+
+forgettable(_model.cache_clear)
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import OdqaBenchError
+from ..memory import forgettable
 
 __all__ = ["Tokenizer", "get_tokenizer", "TOKENIZERS", "LUCENE_STOPWORDS"]
 
@@ -175,6 +176,7 @@ TOKENIZERS: dict[str, Callable[[], Tokenizer]] = {
 }
 
 _INSTANCES: dict[str, Tokenizer] = {}
+forgettable(_INSTANCES.clear)  # Kiwi holds its whole morphological model
 
 
 def get_tokenizer(name: str) -> Tokenizer:

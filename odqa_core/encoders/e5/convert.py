@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ...cache import cache_dir
 from ...errors import OdqaBenchError
 from ...io import atomic_write_json, sha256_file
+from ...memory import forgettable
 from ...progress import progress_step
 from ..models import quiet_transformers
 from ..onnx_export import call_isolated
@@ -166,6 +167,7 @@ def _model_dir(sha: str) -> Path:
 
 
 _TOKENIZERS: dict[tuple[Any, ...], PreTrainedTokenizerFast] = {}
+forgettable(_TOKENIZERS.clear)
 
 
 def _load_cached(target: Path, sha: str) -> tuple[BertModel, PreTrainedTokenizerFast]:

@@ -194,16 +194,25 @@ class OdqaSession:
         for p in paths:
             self.baselines[p.stem] = load_baseline(p)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Runs in the controller for every report, local or shipped from an xdist worker."""
+        """Runs in the controller for every report, local or shipped from an xdist worker. The
+        records move out of the report (the terminal reporter keeps every report until the
+        session ends, and a record's per-query vectors would otherwise be held twice)."""
         if report.failed:
             self.failed_tests.append(report.nodeid)
-        for key, payload in report.user_properties:
-            if key == _PROP and report.when == "call":
-                from .baseline import Record
+        if report.when != "call" or not any(key == _PROP for key, _ in report.user_properties):
+            return
+        from .baseline import Record
 
+        kept = []
+        for key, payload in report.user_properties:
+            if key == _PROP:
                 self.records.append(Record.from_json(payload))
                 self.active = True
+            else:
+                kept.append((key, payload))
+        report.user_properties = kept
 
     def _wrote(self, path: str | Path, what: str = "") -> None:
         self.lines.append(f"odqa-bench: wrote {path}" + (f" ({what})" if what else ""))
@@ -301,6 +310,17 @@ def pytest_configure(config: pytest.Config) -> None:
         except OdqaBenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         os.environ[BACKEND_ENV] = backend  # xdist workers start later and inherit it
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """A test's records leave it once its reports are out (sent to the xdist controller, or
+    collected by this process's session): items live until the session ends."""
+    try:
+        return (yield)
+    finally:
+        if any(key == _PROP for key, _ in item.user_properties):
+            item.user_properties[:] = [(k, v) for k, v in item.user_properties if k != _PROP]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -513,3 +513,26 @@ def test_quality(odqa_record):
     finally:
         os.environ.pop("SPEEDUP", None)
         os.environ.pop("BACKEND", None)
+
+
+def test_records_move_out_of_kept_reports_and_share_query_ids(pytester: pytest.Pytester) -> None:
+    """The controller keeps every report until the session ends: a record's vectors leave the
+    report once collected, and the records of a session share their query-id strings."""
+    pytester.makepyfile(test_two='''
+def test_a(odqa_record):
+    odqa_record("hit@5", per_query=[1.0, 0.0], query_ids=["q1", "q2"])
+
+
+def test_b(odqa_record):
+    odqa_record("hit@5", per_query=[0.0, 1.0], query_ids=["q" + str(1), "q2"])
+''')
+    reprec = pytester.inline_run("--odqa-no-gate", "-p", "no:cacheprovider")
+    reprec.assertoutcome(passed=2)
+    calls = [r for r in reprec.getreports("pytest_runtest_logreport") if r.when == "call"]
+    assert len(calls) == 2 and all(not r.user_properties for r in calls)
+    sess = reprec.getcalls("pytest_sessionfinish")[0].session.config.pluginmanager.get_plugin("odqa-session")
+    a, b = sess.records
+    assert (a.per_query, b.per_query) == ([1.0, 0.0], [0.0, 1.0])
+    assert a.query_ids == b.query_ids == ["q1", "q2"] and a.query_ids[0] is b.query_ids[0]
+    items = reprec.getcalls("pytest_collection_finish")[0].session.items
+    assert [i.user_properties for i in items] == [[], []]

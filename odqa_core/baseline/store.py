@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from importlib import metadata as _md
@@ -81,7 +82,12 @@ class Record:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
-        return cls(**obj)
+        """A record from :meth:`to_json`; query ids are interned, since hundreds of cells of a
+        session repeat the same few thousand."""
+        rec = cls(**obj)
+        if rec.query_ids is not None:
+            rec.query_ids = [sys.intern(str(q)) for q in rec.query_ids]
+        return rec
 
 
 # Information metrics are never compared, so their per-query vectors would only bloat the

@@ -109,3 +109,13 @@ def test_tokenize_cached_hits_disk(tmp_cache: Path, monkeypatch: pytest.MonkeyPa
     assert list(tmp_cache.joinpath("tokens").glob("*.pkl"))
     tokenize_cached(tok, texts + ["zeta"])
     assert calls == [3, 4]
+
+
+def test_cached_token_lists_share_one_string_per_token(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_cache, "MIN_CACHED", 2)
+    tok = get_tokenizer("regex")
+    texts = ["alpha beta alpha", "beta " + "gam" + "ma", "gamma alpha"]
+    for docs in (tokenize_cached(tok, texts), tokenize_cached(tok, texts)):  # built, then read from disk
+        assert docs == tok(texts)
+        assert docs[0][0] is docs[0][2] is docs[2][1]
+        assert docs[0][1] is docs[1][0] and docs[1][1] is docs[2][0]

@@ -7,7 +7,7 @@ import hashlib
 from ..cache import cache_key, cached_pickle
 from .tokenizers import Tokenizer
 
-__all__ = ["tokenize_cached", "texts_sha256"]
+__all__ = ["share_strings", "tokenize_cached", "texts_sha256"]
 
 # Below this many texts, tokenising is cheaper than a cache round trip.
 MIN_CACHED = 2000
@@ -26,4 +26,12 @@ def tokenize_cached(tokenizer: Tokenizer, texts: list[str], corpus_sha: str | No
     if len(texts) < MIN_CACHED:
         return tokenizer(texts)
     key = cache_key("tokens", corpus_sha or texts_sha256(texts), tokenizer.fingerprint, len(texts))
-    return cached_pickle("tokens", key, lambda: tokenizer(texts))
+    return cached_pickle("tokens", key, lambda: share_strings(tokenizer(texts)))
+
+
+def share_strings(docs: list[list[str]]) -> list[list[str]]:
+    """The same token lists with one string object per distinct token: a corpus then holds
+    pointers instead of millions of string copies, and pickle writes each token once."""
+    seen: dict[str, str] = {}
+    share = seen.setdefault
+    return [[share(t, t) for t in doc] for doc in docs]

@@ -9,9 +9,9 @@ import warnings
 import pytest
 
 # A spinning OpenMP worker (FAISS, torch) steals the only other core from the main thread on a
-# busy 2-core runner, which turns speed ratios into noise (0.5x-3.8x instead of ~1.0x measured
-# for the same FAISS overhead); waiting passively costs microseconds. Set before any OpenMP
-# runtime starts; an explicit setting in the environment wins.
+# busy 2-core runner, which turns speed ratios into noise (docs/results.md); waiting passively
+# costs microseconds. Set before any OpenMP runtime starts; an explicit setting in the
+# environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # An xdist worker gets its share of the cores for its thread pools (torch reads this when it
 # starts; ONNX Runtime and OpenVINO through odqa_core's default): two workers with two threads

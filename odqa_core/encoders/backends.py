@@ -81,14 +81,10 @@ BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "onnx-fp32", "onnx-int8", 
 OPENVINO = "openvino-int8"
 BACKEND_ENV = "ODQA_ENCODER_BACKEND"
 AUTO = "auto"
-# Token budget per batch on the CPU: ~1k tokens of activations stay in cache. Measured on 2
-# Zen 4 cores, e5-small L12 at 256 tokens, ONNX int8 vs the torch float32 reference: 2.9x,
-# 2.8x, 2.7x and 2.3x at budgets of 512, 1024, 2048 and 8192 tokens; the torch backends ran
-# no slower at 1024 than at 8192.
+# Token budget per batch on the CPU: about 1k tokens of activations stay in cache
+# (docs/results.md, "Defaults behind the encoder code", has the sweep).
 CPU_MAX_TOKENS = 1024
-# Token budget per batch on CUDA. Measured on an H200, e5-small L12 at 256 tokens, 2,048 Korean
-# Wikipedia passages, torch-fp16 against the count-batched float32 reference: 1.6x, 2.2x, 2.1x,
-# 2.5x and 2.6x at 8k, 16k, 32k, 64k and 128k tokens. 64k keeps the batch's activations near 1 GB.
+# Token budget per batch on CUDA: 64k keeps a batch's activations near 1 GB (same section).
 CUDA_MAX_TOKENS = 65536
 _TORCH_DTYPES = {"torch-fp32": None, "torch-bf16": "bfloat16", "torch-fp16": "float16"}
 _ONNX_VARIANTS = {"onnx-fp32": "fp32", "onnx-int8": "int8"}

@@ -71,9 +71,8 @@ log = logging.getLogger(__name__)
 OPSET = 17
 VARIANTS = ("fp32", "int8", "wq8")
 WQ_GROUP = 32  # a 4-bit block; the finest weight group, which keeps e5-small's weights exact
-# Defaults of openvino-int8, measured on e5-small L12 at 256 tokens (2 Zen 4 cores): one weight
-# scale per output channel with activation groups of 128 ran 3.1x torch fp32, groups of 32 2.4x;
-# on all of korquad-open the former kept hit@1..30 within 0.0015 of float32.
+# Defaults of openvino-int8: one weight scale per output channel, activation groups of 128 (the
+# faster of the settings that keep korquad-open's hits within 0.0015 of float32; docs/results.md).
 WQ_WEIGHT_GROUP = 0
 WQ_ACTIVATION_GROUP = 128
 OUTPUT = "last_hidden_state"

@@ -60,13 +60,11 @@ def test_bad_parameters_are_user_errors(params: dict[str, Any], match: str) -> N
 
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
+    """Ray for the module; the root conftest's drop_caches stops it when the module ends."""
     from odqa_core.retrieval.ray_shards import ensure_ray
 
-    started = not ray.is_initialized()
     ensure_ray(2)
-    yield ray
-    if started:
-        ray.shutdown()
+    return ray
 
 
 def _check_same(ds: Any, inner: str, params: dict[str, Any], shard_counts: list[int], k: int = 100) -> None:
@@ -173,3 +171,20 @@ def test_actor_killed_mid_search_gives_full_result_or_error(local_ray: Any) -> N
             r.search(queries[:10], 50)
     finally:
         r.close()
+
+
+def test_drop_caches_stops_the_ray_it_started_and_keeps_a_connected_one() -> None:
+    from odqa_core.memory import drop_caches
+    from odqa_core.retrieval.ray_shards import ensure_ray
+
+    ensure_ray(1)
+    assert ray.is_initialized()
+    drop_caches()
+    assert not ray.is_initialized()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # the caller's own Ray
+    try:
+        ensure_ray(1)
+        drop_caches()
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()

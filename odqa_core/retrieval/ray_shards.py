@@ -22,11 +22,12 @@ import scipy.sparse as sp
 
 from ..data.types import Corpus
 from ..errors import OdqaBenchError
+from ..memory import forgettable
 from .base import get_retriever
 from .run import tie_keys, topk
 from .sparse import _Lexical
 
-__all__ = ["RayShards", "ensure_ray", "merge_topk", "shard_bounds"]
+__all__ = ["RayShards", "ensure_ray", "merge_topk", "shard_bounds", "stop_started_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,14 @@ def _remote_actor() -> Any:
     return _ACTOR
 
 
+_STARTED = False  # whether ensure_ray started the Ray this process is connected to
+
+
 def ensure_ray(num_cpus: int = 2) -> None:
     """Start a local, dashboard-free Ray when none is connected (an existing ``ray.init``, e.g.
     to a cluster, is left as is). The package root joins ``PYTHONPATH`` first, so the local
     workers Ray spawns import this package whatever the working directory."""
+    global _STARTED
     try:
         import ray
     except ImportError:
@@ -170,6 +175,21 @@ def ensure_ray(num_cpus: int = 2) -> None:
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
     ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    _STARTED = True
+
+
+@forgettable
+def stop_started_ray() -> None:
+    """Shut down a local Ray that :func:`ensure_ray` started, with its actors and helper
+    processes; a Ray the caller connected to stays."""
+    global _STARTED
+    if not _STARTED:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _STARTED = False
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,12 @@ import numpy as np
 
 from ...errors import OdqaBenchError
 
-__all__ = ["EMBEDDING_TENSORS", "LAYER_TENSORS", "e5_model_file", "read_e5_file"]
+__all__ = ["EMBEDDING_TENSORS", "LAYER_TENSORS", "TensorEntry", "e5_model_file", "read_e5_file", "tensor_entry"]
 
 _MAGIC = b"E5S1"
-_QK = 32  # values per Q4_0 block
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # fp16 scale + 32 nibbles
-_DTYPE_F32, _DTYPE_Q4 = 0, 1
+QK = 32  # values per Q4_0 block
+Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # fp16 scale + 32 nibbles
+DTYPE_F32, DTYPE_Q4 = 0, 1
 
 # tensor names: the embeddings, and per encoder layer ``l<i>.<suffix>``
 EMBEDDING_TENSORS = ("emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b")
@@ -60,9 +61,9 @@ class _Reader:
 
 def _dequant_q4(raw: memoryview, n: int) -> np.ndarray:
     """Dequantise ``n`` Q4_0 values: byte j holds value j (low nibble) and j+16 (high nibble)."""
-    nblocks = n // _QK
-    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=nblocks)
-    out = np.empty((nblocks, _QK), dtype=np.float32)
+    nblocks = n // QK
+    blocks = np.frombuffer(raw, dtype=Q4_BLOCK, count=nblocks)
+    out = np.empty((nblocks, QK), dtype=np.float32)
     step = 1 << 18  # bounded temporaries for the 96M-value embedding table
     for s in range(0, nblocks, step):
         b = blocks[s : s + step]
@@ -133,7 +134,7 @@ def _read_header(r: _Reader, path: Path) -> tuple[dict[str, Any], int]:
     h, nl, nh, ff, voc, maxp, tvs = r.unpack("7i")
     (eps,) = r.unpack("f")
     (qk,) = r.unpack("i")
-    if qk != _QK or min(h, nl, nh, ff, voc, maxp, tvs) <= 0 or h % nh or h % _QK or ff % _QK:
+    if qk != QK or min(h, nl, nh, ff, voc, maxp, tvs) <= 0 or h % nh or h % QK or ff % QK:
         raise OdqaBenchError(f"{path}: unsupported e5 header (hidden={h} heads={nh} ffn={ff} block={qk})")
     n_pieces, bos, eos, pad, unk = r.unpack("5i")
     cfg: dict[str, Any] = {
@@ -174,10 +175,22 @@ def _read_norm_map(r: _Reader, path: Path) -> dict[int, str]:
     return norm_map
 
 
-def _read_tensors(r: _Reader, data: memoryview, path: Path, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The tensor directory: each entry's name, storage type, count and offset, read as float32."""
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor sits in the file: storage type (``DTYPE_F32`` or ``DTYPE_Q4``), shape,
+    byte offset and stored byte count."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def _directory(r: _Reader, data: memoryview, path: Path, cfg: dict[str, Any]) -> list[TensorEntry]:
+    """The tensor directory: each entry's name, storage type, count and offset, checked."""
     (n_dir,) = r.unpack("i")
-    tensors: dict[str, np.ndarray] = {}
+    entries: list[TensorEntry] = []
     for _ in range(n_dir):
         (name_len,) = r.unpack("H")
         name = bytes(r.take(name_len)).decode("utf-8")
@@ -185,17 +198,40 @@ def _read_tensors(r: _Reader, data: memoryview, path: Path, cfg: dict[str, Any])
         shape = _tensor_shape(name, cfg)
         if int(np.prod(shape)) != count:
             raise OdqaBenchError(f"{path}: tensor {name} has {count} values, expected shape {shape}")
-        if dtype == _DTYPE_F32:
+        if dtype == DTYPE_F32:
             need = 4 * count
-        elif dtype == _DTYPE_Q4:
-            need = (count // _QK) * _Q4_BLOCK.itemsize
+        elif dtype == DTYPE_Q4:
+            need = (count // QK) * Q4_BLOCK.itemsize
         else:
             raise OdqaBenchError(f"{path}: tensor {name} has unknown storage type {dtype}")
-        if count % (_QK if dtype == _DTYPE_Q4 else 1) or nbytes < need or off + need > len(data):
+        if count % (QK if dtype == DTYPE_Q4 else 1) or nbytes < need or off + need > len(data):
             raise OdqaBenchError(f"{path}: tensor {name} is truncated or misaligned")
-        raw = data[off : off + need]
-        arr = np.frombuffer(raw, dtype="<f4").astype(np.float32) if dtype == _DTYPE_F32 else _dequant_q4(raw, count)
-        if name in tensors:
-            raise OdqaBenchError(f"{path}: tensor {name} appears twice")
-        tensors[name] = arr.reshape(shape)
+        entries.append(TensorEntry(name, dtype, shape, off, need))
+    return entries
+
+
+def _read_tensors(r: _Reader, data: memoryview, path: Path, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every tensor of the directory, read as float32."""
+    tensors: dict[str, np.ndarray] = {}
+    for e in _directory(r, data, path, cfg):
+        raw = data[e.offset : e.offset + e.nbytes]
+        count = int(np.prod(e.shape))
+        arr = np.frombuffer(raw, dtype="<f4").astype(np.float32) if e.dtype == DTYPE_F32 else _dequant_q4(raw, count)
+        if e.name in tensors:
+            raise OdqaBenchError(f"{path}: tensor {e.name} appears twice")
+        tensors[e.name] = arr.reshape(e.shape)
     return tensors
+
+
+def tensor_entry(path: str | os.PathLike[str], name: str) -> TensorEntry:
+    """Where tensor ``name`` is stored in the model file (to rewrite its bytes in place)."""
+    path = Path(path)
+    data = memoryview(path.read_bytes())
+    r = _Reader(data, path)
+    cfg, n_pieces = _read_header(r, path)
+    _read_vocab(r, n_pieces)
+    cfg["norm_map"] = _read_norm_map(r, path)
+    for e in _directory(r, data, path, cfg):
+        if e.name == name:
+            return e
+    raise OdqaBenchError(f"{path}: no tensor {name!r}")

@@ -46,8 +46,8 @@ from ..cache import cache_dir, cache_key
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, sha256_file
 from ..machine import int8_dot_exact
-from ..progress import progress_step
 from ..memory import release_memory
+from ..progress import progress_step
 
 __all__ = [
     "OPSET",

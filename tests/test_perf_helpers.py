@@ -1,5 +1,5 @@
 """Perf helpers, the synthetic corpus generator, and the proof that the speed gate catches an
-injected 2x slowdown of bm25 search."""
+injected 3x slowdown of bm25 search."""
 from __future__ import annotations
 
 import re
@@ -211,13 +211,15 @@ def test_synthetic_refuses_bad_spec(kw: dict) -> None:
         synthetic_dataset(**kw)
 
 
-# --- the gate catches an injected 2x slowdown --------------------------------------------------
+# --- the gate catches an injected 3x slowdown --------------------------------------------------
 
 @pytest.mark.perf  # timed: runs in the serial perf phase, not beside another xdist worker
-def test_gate_flags_an_injected_2x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_gate_flags_an_injected_3x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path))
     # enough work per call that the kernel, not its fixed cost (thread-pool wake-up, query
-    # matrix), dominates: otherwise running the search twice does not take twice as long
+    # matrix), dominates. Three runs, not two: the calls after the first find the pools awake,
+    # so a doubled search measures 0.5-0.6 of the speed, too close to the speed tolerance's
+    # 0.55 for a test that must always see the regression
     ds = synthetic_dataset(5000, 2000, seed=3)
     ours = get_retriever("bm25", tokenizer="regex").index(ds.corpus)
     peer = get_retriever("bm25-rank", tokenizer="regex").index(ds.corpus)
@@ -226,7 +228,8 @@ def test_gate_flags_an_injected_2x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch
     def search() -> None:
         ours.search(ds.query_texts, 100)
 
-    def slowed_search() -> None:  # the injected regression: every search does its work twice
+    def slowed_search() -> None:  # the injected regression: every search does its work three times
+        search()
         search()
         search()
 
@@ -240,7 +243,7 @@ def test_gate_flags_an_injected_2x_bm25_slowdown(monkeypatch: pytest.MonkeyPatch
             best[i] = min(best[i], time_call(f))
     per_peer = best[3] / len(peer_queries)
     base, rerun, slowed = (per_peer / (t / len(ds.query_texts)) for t in best[:3])
-    assert 0.3 < slowed / base < 0.75, f"ratio {base:.1f} -> {slowed:.1f} with the search run twice"
+    assert 0.2 < slowed / base < 0.5, f"ratio {base:.1f} -> {slowed:.1f} with the search run three times"
 
     cfg = load_config(ROOT / "pyproject.toml")
     suite, cell, metric = "sparse_perf", "test_query_throughput[rank_bm25]", "qps_ratio_vs_rank_bm25"

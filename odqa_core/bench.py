@@ -62,4 +62,3 @@ def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DE
 
 
 forgettable(cached_run.cache_clear)
-

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import lzma
+import os
 import shutil
 import sys
 import time
@@ -64,12 +65,9 @@ def mask_word_rows(src: Path, dst: Path, used: np.ndarray) -> int:
     if entry.dtype != ff.DTYPE_Q4 or len(used) != entry.shape[0]:
         raise SystemExit(f"{src}: emb.word is not {len(used)} rows of Q4 blocks")
     data = bytearray(src.read_bytes())
-    row_bytes = entry.nbytes // entry.shape[0]
-    rows = np.frombuffer(bytes(data[entry.offset : entry.offset + entry.nbytes]), dtype=np.uint8)
-    rows = rows.reshape(entry.shape[0], row_bytes).copy()
-    rows[~used] = 0
-    data[entry.offset : entry.offset + entry.nbytes] = rows.tobytes()
-    dst.write_bytes(bytes(data))
+    rows = np.frombuffer(data, dtype=np.uint8, count=entry.nbytes, offset=entry.offset)  # a view into data
+    rows.reshape(entry.shape[0], -1)[~used] = 0
+    dst.write_bytes(data)
     return int(used.sum())
 
 
@@ -156,8 +154,6 @@ def _cell(test: str, param: str) -> str:
 
 def run(bundle: Path, out: Path, device: str, folds: list[int], max_steps: int | None, work: Path,
         questions: int | None = None) -> Path:
-    import os
-
     data, model_file, manifest = _unpack(bundle, work)
     os.environ["ODQA_DATA_DIR"] = str(data)
     os.environ.setdefault("ODQA_CACHE_DIR", str(work / "cache"))

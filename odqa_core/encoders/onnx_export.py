@@ -252,8 +252,8 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
     if splice:
         # the tracer and onnx.save each copy every initializer: trace with a small stand-in for
         # the word embeddings and stream the real matrix into the file around it
-        stand_in = torch.arange(_STAND_IN_ROWS * words.shape[1], dtype=torch.float32).reshape(_STAND_IN_ROWS, -1)
-        emb.weight = torch.nn.Parameter(stand_in + 0.5, requires_grad=False)
+        stand_in = torch.arange(_STAND_IN_ROWS * words.shape[1], dtype=torch.float32).reshape(_STAND_IN_ROWS, -1) + 0.5
+        emb.weight = torch.nn.Parameter(stand_in, requires_grad=False)
     target = Path(path).with_name(Path(path).name + ".small") if splice else Path(path)
     try:
         with _quiet(), torch.inference_mode(False), torch.no_grad():
@@ -268,7 +268,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], opset: int = OPSET) ->
         release_memory()
     if splice:
         try:
-            _splice_word_embeddings(target, Path(path), stand_in + 0.5, words)
+            _splice_word_embeddings(target, Path(path), stand_in, words)
         finally:
             target.unlink(missing_ok=True)
 

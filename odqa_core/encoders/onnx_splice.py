@@ -47,8 +47,9 @@ def save_with_streamed_initializer(model: Any, name: str, array: np.ndarray, pat
     init = next((t for t in model.graph.initializer if t.name == name), None)
     if init is None:
         raise ValueError(f"no initializer {name!r}")
-    if helper.tensor_dtype_to_np_dtype(init.data_type) != array.dtype:
-        raise ValueError(f"initializer {name!r} holds {helper.tensor_dtype_to_np_dtype(init.data_type)}, not {array.dtype}")
+    held = helper.tensor_dtype_to_np_dtype(init.data_type)
+    if held != array.dtype:
+        raise ValueError(f"initializer {name!r} holds {held}, not {array.dtype}")
     data = memoryview(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))).cast("B")
     init.ClearField("float_data")
     del init.dims[:]

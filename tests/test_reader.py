@@ -220,6 +220,33 @@ def test_negatives_contain_no_answer_and_positives_hold_the_span():
     assert max(sum(1 for e in neg if e.query_id == q) for q in {e.query_id for e in neg}) <= 2
 
 
+
+def test_negative_share_gives_a_seeded_share_of_questions_negatives():
+    ds = load_dataset("default")
+    fold = get_fold(ds, 1, n_folds=2)
+    every = build_reader_examples(ds, fold, negatives=1, tokenizer="regex")
+    half = build_reader_examples(ds, fold, negatives=1, tokenizer="regex", share=0.5, seed=3)
+    asked = {e.query_id for e in every if not e.is_negative}
+    with_neg = {e.query_id for e in half if e.is_negative}
+    assert [e for e in half if not e.is_negative] == [e for e in every if not e.is_negative]
+    assert len(with_neg) <= round(0.5 * len(asked)) and with_neg < {e.query_id for e in every if e.is_negative}
+    assert {e for e in half if e.is_negative} <= {e for e in every if e.is_negative}
+    assert half == build_reader_examples(ds, fold, negatives=1, tokenizer="regex", share=0.5, seed=3)
+    other = build_reader_examples(ds, fold, negatives=1, tokenizer="regex", share=0.5, seed=4)
+    assert {e.query_id for e in other if e.is_negative} != with_neg
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, -0.1, True, "half"])
+def test_negative_share_outside_zero_one_is_refused(bad):
+    with pytest.raises(OdqaBenchError, match="negative_share"):
+        TrainConfig(negative_share=bad)
+
+
+def test_new_negative_settings_enter_the_key_only_off_their_default():
+    assert "negative_share" not in TrainConfig().key_fields() and "negative_windows" not in TrainConfig().key_fields()
+    keyed = TrainConfig(negative_share=0.5, negative_windows=1).key_fields()
+    assert keyed["negative_share"] == 0.5 and keyed["negative_windows"] == 1
+
 def test_annotated_answer_start_wins_over_first_occurrence(tmp_path):
     ctx = "In 1990 the band formed. The album came out in 1990 as well."
     second = ctx.rindex("1990")
@@ -287,6 +314,27 @@ def test_features_label_the_answer_tokens(tok):
         assert ctx[o[f.start][0] : o[f.end][1]] == "xq7"
     assert all(f.start == f.end == 0 for w, f in enumerate(feats) if win.sample[w] == 1)  # negative: [CLS]
 
+
+
+def test_negative_windows_keep_the_windows_sharing_most_question_tokens(tok):
+    from odqa_core.reader.train import ReaderExample
+
+    filler = "가나다라마바사아자차카타파하 " * 6
+    neg = filler + "고양이 강아지 " + filler
+    ex = [ReaderExample("q", "고양이 강아지?", "n", neg), ReaderExample("q", "고양이 강아지?", "m", filler)]
+    args = dict(max_length=48, doc_stride=12, max_query_length=16)
+    every = make_features(tok, ex, **args)
+    kept = make_features(tok, ex, negative_windows=1, **args)
+    win = encode_windows(tok, [e.question for e in ex], [e.context for e in ex], **args)
+    assert len(every) == len(win.input_ids) and len(kept) == 2
+    shared = [len({t for t, o in zip(ids, win.offsets[w]) if o is not None}
+                  & {t for t, o in zip(ids, win.offsets[w]) if o is None}) for w, ids in enumerate(win.input_ids)]
+    for sample, feat in zip((0, 1), kept):
+        windows = [w for w in range(len(win.input_ids)) if win.sample[w] == sample]
+        best = max(windows, key=lambda w: (shared[w], -w))
+        assert feat.input_ids == tuple(win.input_ids[best]) and feat.start == feat.end == 0
+    assert shared[[w for w in range(len(shared)) if win.sample[w] == 0][0]] < max(shared)
+    assert len(make_features(tok, ex, negative_windows=2, **args)) == 4
 
 # ------------------------------------------------------------------ training
 

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 _NOT_IN_KEY = {"save_every"}
-_KEYED_WHEN_SET = {"autocast": None, "frozen_layers": 0}  # settings added later: in a key only off their default
+_KEYED_WHEN_SET = {"autocast": None, "frozen_layers": 0, "negative_share": 1.0, "negative_windows": 0}  # settings added later: in a key only off their default
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class TrainConfig:
     batch_size: int = 16
     negatives: int = 1
     negative_depth: int = 20
+    negative_share: float = 1.0       # the seeded share of training questions that get negatives
+    negative_windows: int = 0         # windows kept per negative passage (0: all), most question tokens first
     bm25_tokenizer: str = "kiwi"
     seed: int = 0
     max_grad_norm: float = 1.0
@@ -82,7 +84,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OdqaBenchError(f"reader {name}={v!r}: must be a positive integer")
-        for name in ("doc_stride", "negatives", "frozen_layers"):
+        for name in ("doc_stride", "negatives", "frozen_layers", "negative_windows"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise OdqaBenchError(f"reader {name}={v!r}: must be an integer >= 0")
@@ -92,6 +94,9 @@ class TrainConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise OdqaBenchError(f"reader threads={self.threads!r}: must be a positive integer or None")
+        if isinstance(self.negative_share, bool) or not isinstance(self.negative_share, (int, float)) \
+                or not 0.0 < self.negative_share <= 1.0:
+            raise OdqaBenchError(f"reader negative_share={self.negative_share!r}: must be a fraction in (0, 1]")
         if not self.lr > 0:
             raise OdqaBenchError(f"reader lr={self.lr!r}: must be > 0")
         if not 0.0 <= self.warmup < 1.0:
@@ -195,9 +200,10 @@ def _locate(context: str, answers: list[str], annotated: list[tuple[str, int]]) 
 
 
 def build_reader_examples(dataset: Dataset, fold: Fold, negatives: int = 1, tokenizer: str = "kiwi",
-                          depth: int = 20) -> list[ReaderExample]:
+                          depth: int = 20, share: float = 1.0, seed: int = 0) -> list[ReaderExample]:
     """Positives (each training query's gold passages on the training side, with the answer
-    span) followed, per query, by up to ``negatives`` BM25 no-answer passages; dataset order."""
+    span) followed, per query, by up to ``negatives`` BM25 no-answer passages; dataset order.
+    ``share`` < 1 gives negatives to that share of the queries only, a pick seeded by ``seed``."""
     from ..training.negatives import mine_hard_negatives
 
     c = dataset.corpus
@@ -222,7 +228,11 @@ def build_reader_examples(dataset: Dataset, fold: Fold, negatives: int = 1, toke
     if not positives:
         raise OdqaBenchError(f"{dataset.name} {fold.name}: no training query has an answer span in a training-side gold passage")
     queries = list(positives)
-    negs = mine_hard_negatives(dataset, queries, fold.train_doc_ids, negatives, tokenizer, depth) if negatives else {}
+    chosen = queries
+    if share < 1.0:
+        pick = np.random.default_rng([seed, 17]).permutation(len(queries))[: round(share * len(queries))]
+        chosen = [queries[i] for i in sorted(pick)]
+    negs = mine_hard_negatives(dataset, chosen, fold.train_doc_ids, negatives, tokenizer, depth) if negatives else {}
     out: list[ReaderExample] = []
     for q in queries:
         out.extend(positives[q])
@@ -231,15 +241,33 @@ def build_reader_examples(dataset: Dataset, fold: Fold, negatives: int = 1, toke
     return out
 
 
+def _negative_keep(win: Any, examples: list[ReaderExample], per_passage: int) -> set[int]:
+    """The windows of negative passages to train on: each passage's ``per_passage`` windows that
+    hold the most distinct question tokens (ties: earlier window first)."""
+    ranked: dict[int, list[tuple[int, int]]] = {}
+    for w, ids in enumerate(win.input_ids):
+        s = win.sample[w]
+        if not examples[s].is_negative:
+            continue
+        question = {t for t, o in zip(ids, win.offsets[w]) if o is None}
+        shared = len({t for t, o in zip(ids, win.offsets[w]) if o is not None} & question)
+        ranked.setdefault(s, []).append((-shared, w))
+    return {w for windows in ranked.values() for _, w in sorted(windows)[:per_passage]}
+
+
 def make_features(tokenizer: Any, examples: list[ReaderExample], max_length: int, doc_stride: int,
-                  max_query_length: int) -> list[Feature]:
+                  max_query_length: int, negative_windows: int = 0) -> list[Feature]:
     """Windows of every example, labelled with the answer's token span when the window holds the
-    whole answer and with [CLS] otherwise (negatives, and windows that miss the answer)."""
+    whole answer and with [CLS] otherwise (negatives, and windows that miss the answer).
+    ``negative_windows`` > 0 keeps only that many windows of each negative passage, the hardest."""
     win = encode_windows(tokenizer, [e.question for e in examples], [e.context for e in examples], max_length,
                          doc_stride, max_query_length)
+    keep = _negative_keep(win, examples, negative_windows) if negative_windows else None
     feats = []
     for w, ids in enumerate(win.input_ids):
         ex = examples[win.sample[w]]
+        if keep is not None and ex.is_negative and w not in keep:
+            continue
         cls = win.cls_index[w]
         start = end = cls
         if not ex.is_negative:
@@ -322,8 +350,10 @@ def train_reader(dataset: Dataset, fold: Fold, config: TrainConfig | None = None
         limit = int(getattr(base.model.config, "max_position_embeddings", config.max_length))
         if config.max_length > limit:
             raise OdqaBenchError(f"reader max_length={config.max_length} exceeds the {limit} positions of base {config.base!r}")
-        examples = build_reader_examples(dataset, fold, config.negatives, config.bm25_tokenizer, config.negative_depth)
-        feats = make_features(base.tokenizer, examples, config.max_length, config.doc_stride, config.max_query_length)
+        examples = build_reader_examples(dataset, fold, config.negatives, config.bm25_tokenizer, config.negative_depth,
+                                         config.negative_share, config.seed)
+        feats = make_features(base.tokenizer, examples, config.max_length, config.doc_stride, config.max_query_length,
+                              config.negative_windows)
         model = build_qa_model(base.model, config.seed)
         if config.freeze_embeddings:
             freeze_word_embeddings(model)

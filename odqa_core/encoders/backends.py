@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,7 @@ class BackendEncoder:
     probe_texts: ProbeTexts | Callable[[], ProbeTexts] | None = field(default=None, repr=False)
     device: str = field(default="cpu", init=False)
     _sessions: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _graphs: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
     _half: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -276,20 +278,39 @@ class BackendEncoder:
         q = getattr(self.base, "query_model", None)
         return (q, "query") if kind == "query" and q is not None else (self.base.model, "passage")
 
+    def prepare(self, kinds: tuple[Kind, ...] = ("passage", "query")) -> None:
+        """Export the graph of each tower that encodes ``kinds`` (or find it in the cache) without
+        building a session. Afterwards a session is built from that file alone, so the torch
+        weights may be released first (two copies of a model never need to be held at once)."""
+        if self.backend not in _ONNX_VARIANTS and self.backend != OPENVINO:
+            return
+        for kind in kinds:
+            model, tower = self._model(kind)
+            if tower not in self._graphs:
+                self._graphs[tower] = self._graph_path(model, tower)
+
+    def _graph_path(self, model: Any, tower: str) -> Path:
+        """The cached graph file of ``tower`` for this backend, exported on a miss."""
+        if self.backend == OPENVINO:
+            return onnx_model_path(model, _weights_identity(self.base, model, tower), "wq8", self.onnx)
+        variant = _ONNX_VARIANTS[self.backend]
+        decide = variant == "int8" and self.onnx.fp32_ffn_down is None
+        probe = self.probe(model, self._probe_texts()) if decide else None
+        return onnx_model_path(model, _weights_identity(self.base, model, tower), variant, self.onnx, probe)
+
     def session(self, kind: Kind = "passage") -> tuple[Any, list[str]]:
         """(session, its input names) for the tower that encodes ``kind``: ONNX Runtime's, or
-        OpenVINO's behind the same ``run`` call; the graph is exported or taken from the cache,
-        and the session built, on first use."""
+        OpenVINO's behind the same ``run`` call; the graph is exported or taken from the cache
+        (or from :meth:`prepare`), and the session built, on first use."""
         model, tower = self._model(kind)
+        if tower not in self._sessions:
+            self.prepare((kind,))
         if tower not in self._sessions and self.backend == OPENVINO:
-            self._sessions[tower] = self._openvino_session(model, tower)
+            self._sessions[tower] = self._openvino_session(self._graphs[tower])
         if tower not in self._sessions:
             import onnxruntime as ort
 
-            variant = _ONNX_VARIANTS[self.backend]
-            decide = variant == "int8" and self.onnx.fp32_ffn_down is None
-            probe = self.probe(model, self._probe_texts()) if decide else None
-            path = onnx_model_path(model, _weights_identity(self.base, model, tower), variant, self.onnx, probe)
+            path = self._graphs[tower]
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads or physical_cores()
             opts.inter_op_num_threads = 1
@@ -303,11 +324,10 @@ class BackendEncoder:
             self._sessions[tower] = (sess, [i.name for i in sess.get_inputs()])
         return self._sessions[tower]
 
-    def _openvino_session(self, model: Any, tower: str) -> tuple[Any, list[str]]:
-        """The tower's ``wq8`` graph compiled by OpenVINO for the CPU, behind ``run(None, feed)``."""
+    def _openvino_session(self, path: Path) -> tuple[Any, list[str]]:
+        """A tower's ``wq8`` graph compiled by OpenVINO for the CPU, behind ``run(None, feed)``."""
         import openvino as ov
 
-        path = onnx_model_path(model, _weights_identity(self.base, model, tower), "wq8", self.onnx)
         props = {"INFERENCE_NUM_THREADS": self.threads or physical_cores(), "PERFORMANCE_HINT": "LATENCY",
                  "INFERENCE_PRECISION_HINT": openvino_precision(),
                  "DYNAMIC_QUANTIZATION_GROUP_SIZE": self.onnx.activation_group}

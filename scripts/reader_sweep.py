@@ -23,8 +23,7 @@ from odqa_core.data.folds import get_fold
 from odqa_core.e2e import read_gold_passages
 from odqa_core.encoders.load import load_base
 from odqa_core.reader.extractive import ExtractiveReader
-from odqa_core.reader.train import TrainConfig, train_reader
-from odqa_core.retrieval.base import parse_spec
+from odqa_core.reader.train import TrainConfig, config_overrides, train_reader
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     fold = get_fold(ds, args.fold, args.folds)
     qids = [q for q in fold.test_query_ids if ds.answers.get(q)][: args.eval]
     for spec in args.setting:
-        _, params = parse_spec("s:" + spec)
-        config = TrainConfig(**{"base": "e5-small", "negatives": 0, "threads": 2, "save_every": 10**6, **params})
+        config = config_overrides(spec, TrainConfig(base="e5-small", negatives=0, threads=2, save_every=10**6))
         tok = load_base(config.base, config.size, config.seed).tokenizer
         t0 = time.perf_counter()
 

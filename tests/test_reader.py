@@ -242,6 +242,18 @@ def test_negative_share_outside_zero_one_is_refused(bad):
         TrainConfig(negative_share=bad)
 
 
+def test_config_overrides_read_each_field_as_its_type():
+    from odqa_core.reader.train import config_overrides
+
+    c = config_overrides("negatives=1, negative_share=0.5,max_steps=none,autocast=bfloat16,lr=2e-4", TrainConfig())
+    assert (c.negatives, c.negative_share, c.max_steps, c.autocast, c.lr) == (1, 0.5, None, "bfloat16", 2e-4)
+    assert config_overrides("", TrainConfig()) == TrainConfig()
+    for bad, match in [("lr=abc", "reader setting lr: expects float, got 'abc'"), ("foo=1", "expected FIELD=VALUE"),
+                       ("negatives", "expected FIELD=VALUE"), ("negative_share=2", "negative_share")]:
+        with pytest.raises(OdqaBenchError, match=match):
+            config_overrides(bad, TrainConfig())
+
+
 def test_new_negative_settings_enter_the_key_only_off_their_default():
     assert "negative_share" not in TrainConfig().key_fields() and "negative_windows" not in TrainConfig().key_fields()
     keyed = TrainConfig(negative_share=0.5, negative_windows=1).key_fields()

@@ -35,7 +35,7 @@ from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, lo
 from ..training.steps import AUTOCAST_DTYPES, Schedule, freeze_lower_layers, freeze_word_embeddings, train_steps
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
-__all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples",
+__all__ = ["TrainConfig", "PROFILES", "ReaderExample", "Feature", "answer_starts", "build_reader_examples", "config_overrides",
            "make_features", "span_loss", "checkpoint_key", "is_trained", "train_reader", "trained_reader", "read_info", "STATE_FILE"]
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,27 @@ PROFILES: dict[str, TrainConfig] = {
     "gpu": TrainConfig(base="e5-small", size="L12", max_length=384, doc_stride=128, epochs=2, batch_size=32, lr=1e-4,
                        negatives=1, bm25_tokenizer="kiwi", device="cuda"),
 }
+
+
+def config_overrides(text: str, base: TrainConfig) -> TrainConfig:
+    """``base`` with the fields ``"lr=1e-4,negatives=1"`` sets, each value read as its field's
+    type (``none`` for an optional one); an unknown field or a bad value is one error line."""
+    import typing
+
+    from ..retrieval.params import parse_value
+
+    hints = typing.get_type_hints(TrainConfig)
+    changes: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in hints:
+            raise OdqaBenchError(f"reader setting {item!r}: expected FIELD=VALUE, FIELD one of {', '.join(hints)}")
+        try:
+            changes[key] = parse_value(value.strip(), hints[key])
+        except ValueError as exc:
+            raise OdqaBenchError(f"reader setting {key}: {exc}") from None
+    return dataclasses.replace(base, **changes)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import OdqaBenchError
 
-__all__ = ["ParamInfo", "REQUIRED", "check_params", "describe_type", "factory_params", "guess_value", "parse_params"]
+__all__ = ["ParamInfo", "REQUIRED", "check_params", "describe_type", "factory_params", "guess_value", "parse_params",
+           "parse_value"]
 
 # ``resolve(name)``: the factory registered under ``name``, or None when there is none
 Resolver = Callable[[str], "Callable[..., Any] | None"]
@@ -147,6 +148,15 @@ class _Unparsable(Exception):
     def __init__(self, hint: str = "") -> None:
         super().__init__(hint)
         self.hint = hint
+
+
+def parse_value(text: str, tp: Any) -> Any:
+    """Command-line ``text`` as type ``tp`` (``int``, ``float | None``, a ``Literal`` ...);
+    ``ValueError`` naming the expected type when it cannot be."""
+    try:
+        return _parse(text, tp)
+    except _Unparsable as exc:
+        raise ValueError(f"expects {describe_type(tp)}, got {text!r}" + (f" ({exc.hint})" if exc.hint else "")) from None
 
 
 def _parse(text: str, tp: Any) -> Any:

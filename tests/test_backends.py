@@ -727,7 +727,6 @@ def real_family(request: pytest.FixtureRequest, korquad: object, scifact_subset:
     pytest.importorskip("faiss")
     family = request.param
     enc = _real_encoder(family, {"minilm": "L6", "e5-small": REAL_E5_SIZE}[family])
-    own, metrics = {"minilm": (scifact_subset, ["ndcg@10"]), "e5-small": (korquad, ["hit@5", "hit@20"])}[family]
     stack: dict[str, object] = {"family": family,
                                 "onnx-int8": wrap_backend(enc, "onnx-int8", probe_texts=default_probe_texts)}
     if backends._openvino_available():
@@ -737,7 +736,7 @@ def real_family(request: pytest.FixtureRequest, korquad: object, scifact_subset:
     for name in selected & set(stack):
         stack[name].prepare(("passage", "query"))  # type: ignore[attr-defined]
     stack["ref"] = {"vectors": _track_vectors(enc, family, korquad, scifact_subset),
-                    "quality": _quality(enc, own, metrics)}
+                    "quality": _quality(enc, _own(family, korquad, scifact_subset), OWN_METRICS[family])}
     enc.model.to("meta")  # the float32 weights: every result that needs them is computed
     release_memory()
     yield stack
@@ -783,11 +782,19 @@ def _sample(n_total: int) -> list[int]:
     return sorted(np.random.default_rng(SEED).choice(n_total, size=min(N_COSINE_PER_SET, n_total), replace=False).tolist())
 
 
+# each family's own retrieval corpus and the metrics its int8 graph must keep there
+OWN_METRICS = {"minilm": ["ndcg@10"], "e5-small": ["hit@5", "hit@20"]}
+
+
+def _own(family: str, korquad: object, scifact_subset: object) -> object:
+    return {"minilm": scifact_subset, "e5-small": korquad}[family]
+
+
 def _track_vectors(enc: object, family: str, korquad: object, scifact_subset: object) -> list[np.ndarray]:
     """Per dataset (KorQuAD, SciFact), the vectors of its sampled passages. A model's own
     retrieval corpus is encoded whole (shared with the retrieval test's cache), the other one
     sampled."""
-    own = {"minilm": scifact_subset, "e5-small": korquad}[family]
+    own = _own(family, korquad, scifact_subset)
     out = []
     for ds in (korquad, scifact_subset):
         texts = ds.corpus.joined()  # type: ignore[attr-defined]
@@ -842,7 +849,7 @@ class TestE5SmallInt8(_Int8Parity):
     def test_int8_keeps_korquad_hits(self, real_family: dict, backend: str, korquad: object) -> None:
         """e5-small L12 on KorQuAD dev (964 paragraphs, 5,774 questions): hit@5 and hit@20 within 0.005."""
         ref = real_family["ref"]["quality"]
-        got = _quality(real_family[backend], korquad, ["hit@5", "hit@20"])
+        got = _quality(real_family[backend], korquad, OWN_METRICS["e5-small"])
         assert ref["hit@20"] > 0.5  # the reference itself retrieves: the comparison means something
         for m in ref:
             assert abs(got[m] - ref[m]) <= MAX_QUALITY_DROP, f"{m}: {backend} {got[m]:.4f} vs float32 {ref[m]:.4f}"
@@ -855,6 +862,6 @@ class TestMiniLMInt8(_Int8Parity):
     def test_int8_keeps_scifact_ndcg(self, real_family: dict, backend: str, scifact_subset: object) -> None:
         """MiniLM L6 on SciFact (300 queries, gold abstracts + 700 distractors): nDCG@10 within 0.005."""
         ref = real_family["ref"]["quality"]
-        got = _quality(real_family[backend], scifact_subset, ["ndcg@10"])
+        got = _quality(real_family[backend], scifact_subset, OWN_METRICS["minilm"])
         assert ref["ndcg@10"] > 0.3
         assert abs(got["ndcg@10"] - ref["ndcg@10"]) <= MAX_QUALITY_DROP, f"{backend} {got} vs float32 {ref}"

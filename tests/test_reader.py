@@ -220,7 +220,6 @@ def test_negatives_contain_no_answer_and_positives_hold_the_span():
     assert max(sum(1 for e in neg if e.query_id == q) for q in {e.query_id for e in neg}) <= 2
 
 
-
 def test_negative_share_gives_a_seeded_share_of_questions_negatives():
     ds = load_dataset("default")
     fold = get_fold(ds, 1, n_folds=2)
@@ -258,6 +257,7 @@ def test_new_negative_settings_enter_the_key_only_off_their_default():
     assert "negative_share" not in TrainConfig().key_fields() and "negative_windows" not in TrainConfig().key_fields()
     keyed = TrainConfig(negative_share=0.5, negative_windows=1).key_fields()
     assert keyed["negative_share"] == 0.5 and keyed["negative_windows"] == 1
+
 
 def test_annotated_answer_start_wins_over_first_occurrence(tmp_path):
     ctx = "In 1990 the band formed. The album came out in 1990 as well."
@@ -325,7 +325,6 @@ def test_features_label_the_answer_tokens(tok):
         o = win.offsets[w]
         assert ctx[o[f.start][0] : o[f.end][1]] == "xq7"
     assert all(f.start == f.end == 0 for w, f in enumerate(feats) if win.sample[w] == 1)  # negative: [CLS]
-
 
 
 def test_negative_windows_keep_the_windows_sharing_most_question_tokens(tok):

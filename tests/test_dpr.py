@@ -190,6 +190,24 @@ def test_resume_after_interruption_matches_uninterrupted(ds: Dataset, fold: Fold
     assert _info(out)["losses"] == _info(reference)["losses"]
 
 
+def test_frozen_embeddings_stay_as_the_base_has_them(ds: Dataset, fold: Fold, reference: Path, tmp_path: Path) -> None:
+    out = train_fold(ds, fold, TrainConfig(**{**TINY, "freeze_embeddings": True}), tmp_path / "frozen", progress=False)
+    name = "embeddings.word_embeddings.weight"
+    base = load_base("tiny", None, seed=0).model.get_input_embeddings().weight.detach().numpy()
+    frozen, trained = _weights(out), _weights(reference)
+    key = next(k for k in frozen if k.endswith(name))
+    np.testing.assert_array_equal(frozen[key], base)
+    assert float(np.abs(trained[key] - base).max()) > 1e-4  # by default the matrix trains
+    assert _max_diff({k: v for k, v in frozen.items() if k != key}, {k: v for k, v in trained.items() if k != key}) > 1e-4
+    info = _info(out)
+    assert info["trainable_parameters"] == info["total_parameters"] - base.size
+    assert "freeze_embeddings" not in TrainConfig(**TINY).key_fields()  # older checkpoints keep their keys
+    assert dpr_mod.checkpoint_key(ds, fold, TrainConfig(**TINY)) != dpr_mod.checkpoint_key(
+        ds, fold, TrainConfig(**{**TINY, "freeze_embeddings": True}))
+    with pytest.raises(OdqaBenchError, match="freeze_embeddings"):
+        TrainConfig(**{**TINY, "freeze_embeddings": "yes"})
+
+
 def test_corrupt_training_state_restarts_cleanly(ds: Dataset, fold: Fold, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
     out.mkdir()

@@ -29,7 +29,7 @@ from ..retrieval import get_retriever
 from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
 from .loop import contrastive_loss, embed, trainable_parameters
 from .negatives import Example, build_examples
-from .steps import Schedule, train_steps
+from .steps import Schedule, freeze_word_embeddings, train_steps
 
 __all__ = ["TrainConfig", "train_fold", "is_trained", "checkpoint_key", "trainable_parameters", "DPRRetriever",
            "dpr_retriever", "STATE_FILE", "INFO_FILE"]
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
 INFO_FILE = TRAINED_INFO_FILES["dpr"]
 _NOT_IN_KEY = {"save_every"}  # settings that never change the trained weights
+_KEYED_WHEN_SET = {"freeze_embeddings": False}  # settings added later: in a key only off their default
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class TrainConfig:
     max_grad_norm: float = 2.0
     device: str = "cpu"
     save_every: int = 50               # steps between resumable training states
+    freeze_embeddings: bool = False    # keep the word-embedding matrix as the base has it
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> OdqaBenchError:
@@ -95,11 +97,16 @@ class TrainConfig:
             raise OdqaBenchError(f"dpr lr={self.lr!r}, scale={self.scale!r}: both must be > 0")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise bad("device", "use cpu or cuda[:N]")
+        if not isinstance(self.freeze_embeddings, bool):
+            raise bad("freeze_embeddings", "must be true or false")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         object.__setattr__(self, "size", resolve_size(self.base, self.size))
 
     def key_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+        """The settings a checkpoint's key covers (``freeze_embeddings`` only when set, so
+        checkpoints trained before it existed keep their keys)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _NOT_IN_KEY and not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
 
     def schedule(self) -> Schedule:
         """The settings the shared step loop runs on."""
@@ -232,6 +239,8 @@ def _train_into(folder: Path, key: str, dataset: Dataset, fold: Fold, config: Tr
     base = load_base(config.base, config.size, config.seed)
     model = base.model
     total_params = trainable_parameters(model)
+    if config.freeze_embeddings:
+        freeze_word_embeddings(model)
     if config.lora_r is not None:
         model = _wrap_lora(model, config)
     n_train = trainable_parameters(model)

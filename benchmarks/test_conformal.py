@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from odqa_core.bench import RUN_DEPTH, cached_dataset, cached_run
+from odqa_core.bench import RUN_DEPTH, cached_dataset, cached_run, dataset_run
 from odqa_core.conformal import (
     calibrate_k,
     calibrate_threshold,
@@ -137,10 +137,10 @@ class Gold:
         return [self.row[q] for q in qids]
 
 
-@cache
+@lru_cache(maxsize=1)  # one (retriever, setup)'s cells run together: hold one deep run at a time
 def _gold(retriever: str, setup: Setup) -> Gold:
     ds = cached_dataset(setup.dataset)
-    run = cached_run(retriever, setup.tokenizer, setup.dataset, setup.depth or len(ds.corpus))
+    run = dataset_run(retriever, setup.tokenizer, setup.dataset, setup.depth or len(ds.corpus))
     return Gold(run, gold_ranks(run, ds.qrels), gold_scores(run, ds.qrels), {q: i for i, q in enumerate(run.query_ids)})
 
 

@@ -14,7 +14,7 @@ from .errors import OdqaBenchError
 from .memory import forgettable
 from .retrieval import Run, accepted_params, get_retriever, retrieve
 
-__all__ = ["RUN_DEPTH", "cached_dataset", "cached_run", "on_ci", "require_dataset", "skip_or_fail"]
+__all__ = ["RUN_DEPTH", "cached_dataset", "cached_run", "dataset_run", "on_ci", "require_dataset", "skip_or_fail"]
 
 # the deepest cut-off any quick cell asks for: one search serves the whole k sweep
 RUN_DEPTH = 100
@@ -52,13 +52,18 @@ def cached_dataset(name: str) -> Dataset:
     return load_dataset(name) if name == "default" else require_dataset(name)
 
 
-@cache
-def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DEPTH) -> Run:
-    """One retriever's run over a dataset, shared by every k cell in this process; ``tokenizer``
-    goes only to a retriever that takes one."""
+def dataset_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DEPTH) -> Run:
+    """One retriever's run over a named dataset, computed afresh; ``tokenizer`` goes only to a
+    retriever that takes one. For a suite that holds a deep run only while its cells need it."""
     ds = cached_dataset(dataset)
     r = get_retriever(retriever, **accepted_params(retriever, {"tokenizer": tokenizer})).index(ds.corpus)
     return retrieve(r, ds, depth)
+
+
+@cache
+def cached_run(retriever: str, tokenizer: str, dataset: str, depth: int = RUN_DEPTH) -> Run:
+    """:func:`dataset_run`, once per process, shared by every k cell."""
+    return dataset_run(retriever, tokenizer, dataset, depth)
 
 
 forgettable(cached_run.cache_clear)

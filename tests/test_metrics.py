@@ -2,7 +2,10 @@
 hypothesis properties of every metric, and hand-worked SQuAD/KorQuAD EM/F1 cases."""
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -130,6 +133,26 @@ def test_graded_trec_eval_parity(pytrec_eval: Any) -> None:
     assert "q_absent" not in ref and ours["ndcg@10"][qids.index("q_absent")] == 0.0
 
 
+_RANX_CHILD = """
+import json, sys
+import ranx
+qrels, run, metrics = json.load(sys.stdin)
+out = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics, return_mean=False, make_comparable=False)
+print(json.dumps({"keys": list(ranx.Qrels(qrels).keys()), "scores": {m: [float(x) for x in v] for m, v in out.items()}}))
+"""
+
+
+def _ranx_in_child(qrels: dict, run: dict, metrics: list[str]) -> tuple[list[str], dict[str, list[float]]]:
+    """ranx's per-query scores and query order, computed in a child process: ranx compiles its
+    metrics with numba on first use, memory that would otherwise stay in the xdist worker for
+    the rest of the session."""
+    proc = subprocess.run([sys.executable, "-c", _RANX_CHILD], input=json.dumps([qrels, run, metrics]),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    return out["keys"], out["scores"]
+
+
 def test_graded_ranx_parity() -> None:
     """ranx's definitions, checked in its source (0.3.x): ``ndcg`` is Järvelin's linear gain
     (= trec_eval ndcg_cut, ours); ``ndcg_burges`` uses 2**grade - 1 and differs on graded qrels;
@@ -139,16 +162,15 @@ def test_graded_ranx_parity() -> None:
     relevant documents score 0 in ranx where we leave them out. Ties: ranx orders equal scores
     with numba's unstable argsort, not by doc id as trec_eval does, so on tied runs its values
     drift from trec_eval's. ranx is therefore given our trec_eval order as distinct scores."""
-    ranx = pytest.importorskip("ranx")
+    pytest.importorskip("ranx")
     qrels, run = _graded_case()
     qrels = {q: g for q, g in qrels.items() if q != "q_absent"}  # ranx wants run and qrels to share queries
     by_rank = {q: {d: float(run.k - r) for r, d in enumerate(run.ranked(i))} for i, q in enumerate(run.query_ids)}
     np.testing.assert_array_equal(Run.from_dict(by_rank).indices, run.indices)
-    rq, rr = ranx.Qrels(qrels), ranx.Run(by_rank)
     pairs = {"ndcg@10": "ndcg@10", "map@10": "map@10", "mrr@10": "mrr@10", "precision@5": "precision@5",
              "recall@10": "recall@10", "hit_rate@10": "hit@10", "ndcg_burges@10": None}
-    ref = ranx.evaluate(rq, rr, list(pairs), return_mean=False, make_comparable=False)
-    pos = {q: i for i, q in enumerate(rq.keys())}
+    keys, ref = _ranx_in_child(qrels, by_rank, list(pairs))
+    pos = {q: i for i, q in enumerate(keys)}
     qids = _judged(qrels)
     ours = evaluate(run, qrels, [m for m in pairs.values() if m])
     for theirs, mine in pairs.items():

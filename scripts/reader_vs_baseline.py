@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fold", type=int, default=1)
     ap.add_argument("--gold", type=int, default=300, help="held-out questions read on their gold passage")
-    ap.add_argument("--e2e", type=int, default=50, help="questions of the suite's end-to-end sample read")
+    ap.add_argument("--e2e", type=int, default=50, help="questions of the suite's end-to-end sample read (0: none)")
     ap.add_argument("--setting", default="", help="TrainConfig fields as key=value,... over the full profile")
     ap.add_argument("--baseline", default=str(ROOT / "baselines" / "full" / "reader.json"))
     args = ap.parse_args(argv)
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                       "baseline": round(stored(f"test_reader_gold[full/{setup.train_on}/fold={args.fold}]", "gold_f1",
                                                len(qids)), 4),
                       "seconds": round(time.perf_counter() - t0)}), flush=True)
+    if args.e2e <= 0:
+        return 0
     sample = suite._e2e_questions(setup, args.fold)[: args.e2e]
     datasets = [d for d, r in setup.read if r == "hybrid"]
     runs = {d: suite._run(setup, d, "hybrid") for d in datasets}
@@ -74,4 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from odqa_core.errors import OdqaBenchError
+
+    try:
+        raise SystemExit(main())
+    except OdqaBenchError as exc:
+        print(f"reader_vs_baseline: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -31,7 +31,7 @@ from ..data.types import Dataset
 from ..encoders.batching import Tokenized, pad_batch, to_torch
 from ..errors import OdqaBenchError
 from ..io import atomic_write_text
-from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
+from ..training.checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, key_settings, locked
 from ..training.steps import AUTOCAST_DTYPES, Schedule, freeze_lower_layers, freeze_word_embeddings, train_steps
 from .extractive import READER_INFO, ExtractiveReader, build_qa_model, encode_windows, load_reader
 
@@ -109,8 +109,7 @@ class TrainConfig:
     def key_fields(self) -> dict[str, Any]:
         """The settings a checkpoint's key covers (``autocast`` and ``frozen_layers`` only when
         set, so checkpoints trained before they existed keep their keys)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in _NOT_IN_KEY and not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
+        return key_settings(self, _NOT_IN_KEY, _KEYED_WHEN_SET)
 
     def schedule(self) -> Schedule:
         """The settings the shared step loop runs on."""

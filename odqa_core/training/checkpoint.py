@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -17,7 +18,8 @@ from ..data.folds import Fold
 from ..data.types import Dataset
 from ..io import atomic_write_bytes
 
-__all__ = ["DONE_FILE", "is_trained", "fold_checkpoint_key", "locked", "save_train_state", "load_train_state"]
+__all__ = ["DONE_FILE", "is_trained", "fold_checkpoint_key", "key_settings", "locked", "save_train_state",
+           "load_train_state"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ def fold_checkpoint_key(kind: str, dataset: Dataset, fold: Fold, settings: dict[
     """Dataset sha256, fold identity (index, count, seed, training queries), settings, base weights."""
     ids = hashlib.sha256("\n".join(fold.train_query_ids).encode("utf-8")).hexdigest()[:16]
     return cache_key(kind, dataset.sha256, fold.index, fold.n_folds, fold.seed, ids, settings, base)
+
+
+def key_settings(config: Any, not_in_key: set[str], keyed_when_set: dict[str, Any]) -> dict[str, Any]:
+    """A training config's fields that decide its weights: without ``not_in_key``, and without a
+    ``keyed_when_set`` field left at its default, so a setting added later keeps the keys of
+    checkpoints trained before it existed."""
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if k not in not_in_key and not (k in keyed_when_set and v == keyed_when_set[k])}
 
 
 @contextlib.contextmanager

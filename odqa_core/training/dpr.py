@@ -7,7 +7,6 @@ metadata (pooling, prompts) and a ``DONE`` marker written last; ``path:<dir>`` l
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from ..encoders.models import TRAINED_INFO_FILES, quiet_transformers
 from ..errors import OdqaBenchError
 from ..io import atomic_write_json, atomic_write_text
 from ..retrieval import get_retriever
-from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, locked
+from .checkpoint import DONE_FILE, fold_checkpoint_key, is_trained, key_settings, locked
 from .loop import contrastive_loss, embed, trainable_parameters
 from .negatives import Example, build_examples
 from .steps import Schedule, freeze_word_embeddings, train_steps
@@ -105,8 +104,7 @@ class TrainConfig:
     def key_fields(self) -> dict[str, Any]:
         """The settings a checkpoint's key covers (``freeze_embeddings`` only when set, so
         checkpoints trained before it existed keep their keys)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in _NOT_IN_KEY and not (k in _KEYED_WHEN_SET and v == _KEYED_WHEN_SET[k])}
+        return key_settings(self, _NOT_IN_KEY, _KEYED_WHEN_SET)
 
     def schedule(self) -> Schedule:
         """The settings the shared step loop runs on."""
